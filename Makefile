@@ -1,0 +1,93 @@
+# zhllama: each target is a thin wrapper over a stage CLI (`python -m corpora|vocab|pretrain ...`).
+# Override any variable: `make vocab DATA_DIR=/data/zh ART=/scratch/art`.
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3
+VENV ?= .venv
+PY ?= $(VENV)/bin/python
+DATA_DIR ?= ../shared/data
+ART ?= artifacts
+RUN ?= demo
+NPROC ?= 2
+# Per-stage configs (typed YAML; `--key value` overrides go in ARGS).
+CORPUS_CONFIG ?= configs/corpora/build.yaml
+VOCAB_CONFIG ?= configs/vocab/train.yaml
+MERGE_CONFIG ?= configs/vocab/merge.yaml
+STANDIN_CONFIG ?= configs/pretrain/standin.yaml
+INIT_CONFIG ?= configs/pretrain/init.yaml
+PRETRAIN_CONFIG ?= configs/pretrain/train.yaml
+EVAL_CONFIG ?= configs/pretrain/eval.yaml
+ARGS ?=
+MODEL ?= $(ART)/pretrain/$(RUN)/final
+BASELINE ?=
+EVAL_FILES ?= $(ART)/corpus/heldout/heldout.jsonl
+export DS_ACCELERATOR ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,cpu)
+export OMP_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup corpus vocab merge-tokenizer standin init pack pretrain eval demo test bench lint clean help
+
+help:
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+setup: $(VENV)/.installed ## create .venv (CPU torch first, then the project with pinned versions)
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: an unpinned torch would pull a multi-GB CUDA build on a CPU machine.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+corpus: setup ## read, clean, dedup and shard the corpora -> $(ART)/corpus
+	$(PY) -m corpora build --config $(CORPUS_CONFIG) --data_dir $(DATA_DIR) --out_dir $(ART)/corpus $(ARGS)
+
+vocab: setup ## train the Chinese SentencePiece BPE -> $(ART)/vocab/zh_bpe.model
+	$(PY) -m vocab train --config $(VOCAB_CONFIG) --corpus_dir $(ART)/corpus --out_dir $(ART)/vocab $(ARGS)
+
+merge-tokenizer: setup ## merge into Llama-2's 32k tokenizer -> $(ART)/tokenizer (+ report)
+	$(PY) -m vocab merge --config $(MERGE_CONFIG) --base_model $(DATA_DIR)/llama2_tokenizer.model \
+	  --zh_model $(ART)/vocab/zh_bpe.model --peer_model $(DATA_DIR)/reference/chinese_llama2_tokenizer.model \
+	  --corpus_dir $(ART)/corpus --out_dir $(ART)/tokenizer $(ARGS)
+
+standin: setup ## train (once, cached) the small stand-in base Llama on the 32k tokenizer -> $(ART)/standin
+	$(PY) -m pretrain standin --config $(STANDIN_CONFIG) --tokenizer_model $(DATA_DIR)/llama2_tokenizer.model \
+	  --corpus_dir $(ART)/corpus --out_dir $(ART)/standin $(ARGS)
+
+init: setup ## resize embeddings to the merged tokenizer and initialise new rows -> $(ART)/pretrain/$(RUN)/init
+	$(PY) -m pretrain init --config $(INIT_CONFIG) --model_dir $(ART)/standin --tokenizer_dir $(ART)/tokenizer \
+	  --out_dir $(ART)/pretrain/$(RUN)/init $(ARGS)
+
+pack: setup ## tokenize + pack the corpus into cached blocks -> $(ART)/cache/<key>
+	$(PY) -m pretrain pack --config $(PRETRAIN_CONFIG) --tokenizer_dir $(ART)/tokenizer --corpus_dir $(ART)/corpus \
+	  --cache_dir $(ART)/cache $(ARGS)
+
+pretrain: setup standin init ## continued pretraining with DeepSpeed (NPROC processes) -> $(ART)/pretrain/$(RUN)/final
+	$(PY) -m pretrain train --config $(PRETRAIN_CONFIG) --model_dir $(ART)/pretrain/$(RUN)/init \
+	  --tokenizer_dir $(ART)/tokenizer --corpus_dir $(ART)/corpus --cache_dir $(ART)/cache \
+	  --run_dir $(ART)/pretrain/$(RUN) --nproc $(NPROC) $(ARGS)
+
+eval: setup ## perplexity, bits/char, bits/byte of MODEL on EVAL_FILES (vs BASELINE) -> $(ART)/eval
+	$(PY) -m pretrain eval --config $(EVAL_CONFIG) --model $(MODEL) $(addprefix --files ,$(EVAL_FILES)) \
+	  $(if $(BASELINE),--baseline $(BASELINE)) --out_dir $(ART)/eval $(ARGS)
+
+demo: setup ## the whole chain on the default data with a small stand-in model
+	$(MAKE) corpus
+	$(MAKE) vocab
+	$(MAKE) merge-tokenizer
+	$(MAKE) pretrain ARGS="--max_steps 40"
+	$(MAKE) eval MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin \
+	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english.txt"
+	@echo "demo done: see $(ART)/tokenizer/report.md and $(ART)/eval/report.md"
+
+test: setup ## the full test suite (CPU, < 15 min on 2 cores)
+	$(PY) -m pytest tests -q $(ARGS)
+
+bench: setup ## every benchmark in bench/ (prints ratios against a same-run baseline)
+	for b in corpus tokenizer init packing train eval; do $(PY) bench/$$b.py || exit 1; done
+
+lint: setup
+	$(PY) -m ruff check zhllama corpora vocab pretrain tests bench
+
+clean:
+	rm -rf $(ART)

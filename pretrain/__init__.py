@@ -1,0 +1,1 @@
+"""zhllama stage: pretrain."""
