@@ -14,6 +14,7 @@ VOCAB_CONFIG ?= configs/vocab/train.yaml
 MERGE_CONFIG ?= configs/vocab/merge.yaml
 STANDIN_CONFIG ?= configs/pretrain/standin.yaml
 INIT_CONFIG ?= configs/pretrain/init.yaml
+PACK_CONFIG ?= configs/pretrain/pack.yaml
 PRETRAIN_CONFIG ?= configs/pretrain/train.yaml
 EVAL_CONFIG ?= configs/pretrain/eval.yaml
 ARGS ?=
@@ -59,7 +60,7 @@ init: setup ## resize embeddings to the merged tokenizer and initialise new rows
 	  --out_dir $(ART)/pretrain/$(RUN)/init $(ARGS)
 
 pack: setup ## tokenize + pack the corpus into cached blocks -> $(ART)/cache/<key>
-	$(PY) -m pretrain pack --config $(PRETRAIN_CONFIG) --tokenizer_dir $(ART)/tokenizer --corpus_dir $(ART)/corpus \
+	$(PY) -m pretrain pack --config $(PACK_CONFIG) --tokenizer_dir $(ART)/tokenizer --corpus_dir $(ART)/corpus \
 	  --cache_dir $(ART)/cache $(ARGS)
 
 pretrain: setup standin init ## continued pretraining with DeepSpeed (NPROC processes) -> $(ART)/pretrain/$(RUN)/final

@@ -20,7 +20,18 @@ class UserError(Exception):
     """Bad input from the user (missing file, wrong format...): printed as one line, exit 2."""
 
 
-Command = tuple[type, Callable[[Any], Any], str]
+Command = tuple[Any, Any, str]
+"""(config class or "module:Name", run function or "module:name", help text). Strings are imported
+lazily so ``python -m STAGE --help`` stays fast and one broken command cannot break the others."""
+
+
+def _resolve(obj: Any) -> Any:
+    if isinstance(obj, str):
+        import importlib
+
+        module, _, name = obj.partition(":")
+        return getattr(importlib.import_module(module), name)
+    return obj
 
 
 def _usage(stage: str, commands: dict[str, Command]) -> str:
@@ -55,7 +66,8 @@ def main(stage: str, commands: dict[str, Command], argv: list[str] | None = None
     if name not in commands:
         print(f"error: unknown command {name!r}\n\n{_usage(stage, commands)}", file=sys.stderr)
         return 2
-    cls, fn, text = commands[name]
+    cls_spec, fn_spec, text = commands[name]
+    cls = _resolve(cls_spec)
     if "-h" in rest or "--help" in rest:
         print(_command_help(stage, name, cls, text))
         return 0
@@ -73,7 +85,7 @@ def main(stage: str, commands: dict[str, Command], argv: list[str] | None = None
             config_path = str(default)
     try:
         cfg = load_config(cls, config_path, rest)
-        result = fn(cfg)
+        result = _resolve(fn_spec)(cfg)
     except (UserError, ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
