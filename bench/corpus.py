@@ -1,0 +1,126 @@
+"""Benchmark the corpora stage on the default data: documents/s, MB/s and peak memory.
+
+Runs the default build (configs/corpora/build.yaml) twice in this process's children: with one
+worker (the baseline: cleaning in the main process) and with all cores, and prints the speed-up.
+Peak memory is the largest summed RSS of the build process tree, sampled every 20 ms.
+
+    .venv/bin/python bench/corpus.py [--data_dir ../shared/data] [--repeats 1]
+
+Writes artifacts/bench/corpus.json.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from corpora.build import BuildConfig, build_corpus  # noqa: E402
+from zhllama import default_data_dir  # noqa: E402
+from zhllama.artifacts import atomic_write_json, versions  # noqa: E402
+from zhllama.config import load_config  # noqa: E402
+
+
+class PeakRss:
+    """Sample the summed RSS of this process and its children in a thread; ``peak_bytes`` after."""
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak_bytes = max(self.peak_bytes, total)
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _one_build(data_dir: str, num_workers: int, conn) -> None:
+    # A fresh child per measurement: imports, OpenCC dictionaries and caches all count, and one
+    # run's memory does not inflate the next run's peak.
+    cfg = load_config(BuildConfig, REPO / "configs" / "corpora" / "build.yaml",
+                      {"data_dir": data_dir, "num_workers": num_workers, "progress": False})
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        manifest = build_corpus(cfg, Path(tmp))
+        elapsed_s = time.perf_counter() - t0
+    conn.send({"elapsed_s": elapsed_s, "input_bytes": manifest["_run"]["input_bytes"],
+               "documents_read": manifest["total"]["documents"]["read"],
+               "documents_written": manifest["total"]["documents"]["written"],
+               "characters_read": manifest["total"]["characters"]["read"]})
+
+
+def measure(data_dir: str, num_workers: int) -> dict:
+    """Build once in a child process; return timings, throughput and peak RSS of the tree."""
+    recv, send = multiprocessing.Pipe(duplex=False)
+    with PeakRss() as mem:
+        proc = multiprocessing.Process(target=_one_build, args=(data_dir, num_workers, send))
+        proc.start()
+        result = recv.recv()
+        proc.join()
+    if proc.exitcode != 0:
+        raise SystemExit(f"build with num_workers={num_workers} failed (exit {proc.exitcode})")
+    s = result["elapsed_s"]
+    return {
+        "num_workers": num_workers, **result,
+        "documents_per_s": result["documents_read"] / s,
+        "mb_per_s": result["input_bytes"] / 1e6 / s,
+        "chars_per_s": result["characters_read"] / s,
+        "peak_rss_mb": mem.peak_bytes / 1e6,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data_dir", default=str(default_data_dir()))
+    ap.add_argument("--repeats", type=int, default=1, help="runs per setting; the fastest is kept")
+    ap.add_argument("--out", default=str(REPO / "artifacts" / "bench" / "corpus.json"))
+    args = ap.parse_args()
+    cores = os.cpu_count() or 1
+    rows = {}
+    for workers in dict.fromkeys([1, cores]):
+        runs = [measure(args.data_dir, workers) for _ in range(args.repeats)]
+        rows[workers] = min(runs, key=lambda r: r["elapsed_s"])
+        r = rows[workers]
+        print(f"num_workers={workers}: {r['elapsed_s']:.2f} s, {r['documents_per_s']:,.0f} docs/s, "
+              f"{r['mb_per_s']:.2f} MB/s, {r['chars_per_s'] / 1e6:.2f} M chars/s, peak RSS {r['peak_rss_mb']:.0f} MB")
+    base, best = rows[1], rows[cores]
+    speedup = base["elapsed_s"] / best["elapsed_s"]
+    print(f"speed-up of {cores} workers vs 1 worker: {speedup:.2f}x "
+          f"(peak memory {best['peak_rss_mb'] / base['peak_rss_mb']:.2f}x); load average {os.getloadavg()[0]:.1f}")
+    atomic_write_json(args.out, {
+        "benchmark": "corpus", "data_dir": args.data_dir, "cpu_count": cores,
+        "load_average_1min": os.getloadavg()[0], "baseline": base, "all_cores": best,
+        "speedup_all_cores_vs_1": speedup, "versions": versions(),
+    })
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The corpus on disk: JSONL shards of ``{"id", "source", "text"}`` records, and how to read them back.
+
+Layout written by ``python -m corpora build``::
+
+    artifacts/corpus/
+      train/shard-00000.jsonl ...     # vocab training and pretraining read only these
+      heldout/heldout.jsonl           # evaluation reads this (a stable hash-chosen share)
+      manifest.json  meta.json
+
+Other stages read it with :func:`iter_corpus_texts`::
+
+    >>> from corpora.shards import iter_corpus_texts              # doctest: +SKIP
+    >>> n_chars = sum(len(t) for t in iter_corpus_texts("artifacts/corpus", split="train"))  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from zhllama.cli import UserError
+
+SPLITS = ("train", "heldout")
+HELDOUT_FILE = "heldout/heldout.jsonl"
+
+
+def split_files(corpus_dir: str | Path, split: Literal["train", "heldout"] = "train") -> list[Path]:
+    """The JSONL files of one split, in order (raises ``UserError`` if the corpus is missing).
+
+    >>> split_files("artifacts/corpus", "heldout")                  # doctest: +SKIP
+    [PosixPath('artifacts/corpus/heldout/heldout.jsonl')]
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    root = Path(corpus_dir)
+    if not (root / "manifest.json").is_file():
+        raise UserError(f"{root}: not a corpus directory (no manifest.json); run `python -m corpora build` first")
+    if split == "heldout":
+        files = [root / HELDOUT_FILE]
+    else:
+        files = sorted((root / "train").glob("shard-*.jsonl"))
+    missing = [f for f in files if not f.is_file()]
+    if missing or not files:
+        raise UserError(f"{root}: corpus split {split!r} has no files ({missing or 'train/shard-*.jsonl'})")
+    return files
+
+
+def iter_corpus_records(corpus_dir: str | Path, split: Literal["train", "heldout"] = "train") -> Iterator[dict]:
+    """Yield the ``{"id", "source", "text"}`` records of a split, streaming, in shard order."""
+    for path in split_files(corpus_dir, split):
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{lineno}: corrupt corpus record ({e.msg})") from None
+                yield rec
+
+
+def iter_corpus_texts(corpus_dir: str | Path, split: Literal["train", "heldout"] = "train") -> Iterator[str]:
+    """Yield the document texts of a split (``"train"`` or ``"heldout"``), streaming.
+
+    >>> texts = iter_corpus_texts("artifacts/corpus", "heldout")   # doctest: +SKIP
+    >>> next(texts)[:10]                                            # doctest: +SKIP
+    '数学\\n\\n数学是利用符号'
+    """
+    for rec in iter_corpus_records(corpus_dir, split):
+        yield rec["text"]
+
+
+def load_manifest(corpus_dir: str | Path) -> dict:
+    """The corpus ``manifest.json`` as a dict (counts per source and split, config, input hashes)."""
+    path = Path(corpus_dir) / "manifest.json"
+    if not path.is_file():
+        raise UserError(f"{corpus_dir}: not a corpus directory (no manifest.json)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class ShardWriter:
+    """Append records to ``train/shard-NNNNN.jsonl`` files, starting a new shard at either limit.
+
+    >>> w = ShardWriter(Path(tmp) / "train", max_documents=2, max_bytes=1 << 20)  # doctest: +SKIP
+    >>> for t in ["甲", "乙", "丙"]: w.write({"id": t, "source": "s", "text": t})  # doctest: +SKIP
+    >>> w.close(); [p.name for p in w.paths]                                      # doctest: +SKIP
+    ['shard-00000.jsonl', 'shard-00001.jsonl']
+    """
+
+    def __init__(self, directory: Path, max_documents: int, max_bytes: int, single_file: str | None = None) -> None:
+        self.directory = directory
+        self.max_documents = max_documents
+        self.max_bytes = max_bytes
+        self.single_file = single_file  # heldout: one file, no rotation
+        self.paths: list[Path] = []
+        self.documents = 0
+        self.characters = 0
+        self.bytes = 0
+        self._f = None
+        self._docs_in_shard = 0
+        self._bytes_in_shard = 0
+        directory.mkdir(parents=True, exist_ok=True)
+        if single_file:
+            self._open(directory / single_file)
+
+    def _open(self, path: Path) -> None:
+        if self._f is not None:
+            self._f.close()
+        self._f = open(path, "wb")
+        self.paths.append(path)
+        self._docs_in_shard = 0
+        self._bytes_in_shard = 0
+
+    def write(self, record: dict) -> None:
+        """Write one record (one JSON line, UTF-8, non-ASCII kept)."""
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        if not self.single_file and (
+            self._f is None or self._docs_in_shard >= self.max_documents
+            or (self._docs_in_shard > 0 and self._bytes_in_shard + len(data) > self.max_bytes)
+        ):
+            self._open(self.directory / f"shard-{len(self.paths):05d}.jsonl")
+        assert self._f is not None
+        self._f.write(data)
+        self._docs_in_shard += 1
+        self._bytes_in_shard += len(data)
+        self.documents += 1
+        self.characters += len(record["text"])
+        self.bytes += len(data)
+
+    def close(self) -> None:
+        """Flush and close the current file (a train split with no documents still gets one empty shard)."""
+        if self._f is None and not self.single_file:
+            self._open(self.directory / "shard-00000.jsonl")
+        if self._f is not None:
+            self._f.close()
+            self._f = None

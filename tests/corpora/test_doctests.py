@@ -1,0 +1,13 @@
+"""The docstring examples of the corpora modules are real, runnable examples."""
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize("module", ["corpora.readers", "corpora.clean", "corpora.dedup", "corpora.build", "corpora.shards"])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0, f"{result.failed} docstring example(s) of {module} failed"

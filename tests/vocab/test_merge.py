@@ -1,0 +1,298 @@
+"""Invariants of the merged tokenizer (vocab/merge.py), on a real Chinese BPE merged into real Llama-2.
+
+1. no base id moves; 2. non-Chinese text keeps the base ids (the classic score-0 merge does not);
+3. lossless round trip; 4. no dead, duplicate or non-Chinese added pieces; base specials, bytes
+and normaliser carried over. Plus the size search and the CLI's handling of bad input.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import sentencepiece as spm
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vocab.merge import (
+    MergeConfig,
+    assemble,
+    candidate_pieces,
+    choose_size,
+    classic_merge,
+    prune_dead,
+    size_curve,
+    tokens_per_char,
+)
+from vocab.proto import BYTE, NORMAL, SPIECE_UNDERLINE, is_chinese_char
+
+HYPOTHESIS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+
+NON_CHINESE_SAMPLES = [
+    "In 2023, the year after 1999, 12345678 people paid $3.50.",
+    "def merge(base, zh):\n    return {k: v for k, v in zip(base, zh)}  # O(n)\n",
+    "    indented\twith\ttabs  and   runs of    spaces   ",
+    "Ünïcödé façade — naïve café, Straße, Ελληνικά, русский, العربية, हिन्दी",
+    "3.14159 2.71828 1e-9 0x1F 0b1010 2023-11-23T09:11:00Z",
+]
+
+
+def _sp(model_bytes: bytes) -> spm.SentencePieceProcessor:
+    return spm.SentencePieceProcessor(model_proto=model_bytes)
+
+
+@pytest.fixture(scope="module")
+def base_sp(base_sp_model):
+    return spm.SentencePieceProcessor(model_file=str(base_sp_model))
+
+
+@pytest.fixture(scope="module")
+def merged_sp(merged_bytes):
+    return _sp(merged_bytes)
+
+
+# 1. No existing id moves -----------------------------------------------------------------------
+
+
+def test_base_pieces_identical_and_specs_carried_over(base_proto, merged):
+    m, report = merged
+    n = len(base_proto.pieces)
+    assert report.base_pieces == n == 32000
+    assert [(p.piece, p.score, p.type) for p in m.pieces[:n]] == [(p.piece, p.score, p.type) for p in base_proto.pieces]
+    assert m.normalizer_spec == base_proto.normalizer_spec
+    assert m.trainer_spec == base_proto.trainer_spec  # unk/bos/eos ids, byte_fallback, model type
+    assert all(p.type == NORMAL for p in m.pieces[n:])  # no new control or byte pieces
+    assert sum(p.type == BYTE for p in m.pieces) == 256
+
+
+def test_merge_adds_pieces_and_does_not_modify_inputs(base_proto, zh_proto, merged):
+    m, report = merged
+    assert report.added_chars > 100 and report.added_words > 100
+    assert len(m.pieces) == report.total_pieces == 32000 + report.added_chars + report.added_words
+    assert len(base_proto.pieces) == 32000 and len(zh_proto.pieces) == 4000
+
+
+# 2. Text without Chinese keeps the base ids ----------------------------------------------------
+
+
+def test_non_chinese_text_same_ids_as_base(base_sp, merged_sp, english_texts):
+    texts = english_texts + NON_CHINESE_SAMPLES
+    assert merged_sp.encode(texts) == base_sp.encode(texts)
+
+
+@HYPOTHESIS
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"]).filter(lambda c: not is_chinese_char(c)), max_size=40))
+def test_any_non_chinese_string_same_ids_as_base(base_sp, merged_sp, text):
+    assert merged_sp.encode(text) == base_sp.encode(text)
+
+
+def test_classic_merge_breaks_english_and_why(base_proto, zh_proto, base_sp, merged_sp):
+    """The counter-example: score-0 pieces outrank every (negative) base merge."""
+    classic = classic_merge(base_proto, zh_proto)
+    classic_sp = _sp(classic.SerializeToString())
+    text = "In 2023, the year after 1999."
+    assert base_sp.encode(text, out_type=str)[1:6] == ["▁", "2", "0", "2", "3"]
+    assert merged_sp.encode(text) == base_sp.encode(text)
+    pieces = classic_sp.encode(text, out_type=str)
+    assert "20" in pieces  # "2023" is no longer four digits
+    # Why: the piece that split it scores 0, above the highest-scoring base merge.
+    max_base_score = max(p.score for p in base_proto.pieces if p.type == NORMAL and len(p.piece) > 1)
+    assert classic.pieces[classic_sp.piece_to_id("20")].score == 0.0 > max_base_score
+    changed = [t for t in NON_CHINESE_SAMPLES if classic_sp.encode(t) != base_sp.encode(t)]
+    assert changed, "the classic merge should change some non-Chinese text"
+
+
+# 3. Lossless round trip --------------------------------------------------------------------------
+
+
+@HYPOTHESIS
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=60))
+def test_roundtrip_any_string(merged_sp, text):
+    """decode(encode(x)) == x for every string, except that a literal U+2581 ``▁`` comes back as a
+    space (SentencePiece uses ``▁`` as its visible space). Leading, trailing and repeated spaces,
+    control characters, combining marks, emoji and full-width forms all survive."""
+    assert merged_sp.decode(merged_sp.encode(text)) == text.replace(SPIECE_UNDERLINE, " ")
+
+
+@pytest.mark.parametrize("text", [
+    " leading space", "  two leading", "trailing  ", "\t\ttabs\t", "\n\nnew\nlines\n\n", "a   b    c",
+    "全角：（，）！？　ＡＢＣ１２３", "😀👍🏽 e\u0301", "\x00\x07\x1b[0m", "数学是研究数量、结构以及空间的学科。",
+])
+def test_roundtrip_edge_strings(merged_sp, text):
+    assert merged_sp.decode(merged_sp.encode(text)) == text
+
+
+def test_leading_space_is_kept_as_an_extra_piece(merged_sp):
+    """The dummy prefix is always added: " x" is "▁▁x", i.e. one more ``▁`` than "x"."""
+    assert merged_sp.encode(" 中国", out_type=str)[0] == SPIECE_UNDERLINE
+    assert merged_sp.decode(merged_sp.encode(" 中国")) == " 中国"
+    assert merged_sp.decode(merged_sp.encode(SPIECE_UNDERLINE)) == " "  # the one lossy character
+
+
+def test_heldout_chinese_roundtrip_and_compression(merged, merged_sp, base_proto, zh_split):
+    docs = zh_split["heldout"]
+    assert merged_sp.decode(merged_sp.encode(docs)) == docs
+    # Gain, not a magic number: the merge must cut held-out tokens/char well below the base.
+    assert tokens_per_char(merged[0], docs) < 0.75 * tokens_per_char(base_proto, docs)
+
+
+# 4. No dead, duplicate or foreign pieces ---------------------------------------------------------
+
+
+def test_every_added_piece_is_produced_from_its_own_text(merged, base_proto):
+    m, _ = merged
+    probe = type(m)()
+    probe.CopyFrom(m)
+    probe.normalizer_spec.add_dummy_prefix = False  # so "中国" is checked as "中国", "▁中国" as " 中国"
+    sp = _sp(probe.SerializeToString())
+    ids = list(range(len(base_proto.pieces), len(m.pieces)))
+    encoded = sp.encode([m.pieces[i].piece.replace(SPIECE_UNDERLINE, " ") for i in ids])
+    dead = [m.pieces[i].piece for i, got in zip(ids, encoded) if got != [i]]
+    assert dead == []
+
+
+def test_added_pieces_unique_chinese_and_scored_below_base(merged, base_proto):
+    m, report = merged
+    added = m.pieces[len(base_proto.pieces):]
+    pieces = [p.piece for p in m.pieces]
+    assert len(set(pieces)) == len(pieces)
+    assert all(any(is_chinese_char(c) for c in p.piece) for p in added)
+    assert all(SPIECE_UNDERLINE not in p.piece[1:] for p in added)
+    scores = [p.score for p in added]
+    assert len(set(scores)) == len(scores)
+    lowest_base = min(p.score for p in base_proto.pieces if p.type == NORMAL and set(p.piece) != {SPIECE_UNDERLINE})
+    assert max(scores) < lowest_base and min(scores) > -1e9  # whitespace runs (-1e9) still merge last
+    # Every character of every piece is a piece (BPE starts from characters; HF needs it too).
+    have = set(pieces)
+    assert all(c in have for p in added for c in p.piece)
+    # Words keep the Chinese model's merge order: score order == id order.
+    words = [p for p in added if len(p.piece) > 1]
+    assert [p.score for p in words] == sorted((p.score for p in words), reverse=True)
+
+
+def test_digit_pieces_refused_and_stranded_pieces_pruned(merged, zh_proto):
+    m, report = merged
+    zh_pieces = {p.piece for p in zh_proto.pieces}
+    assert {"19", "20"} <= zh_pieces  # the zh fixture learned multi-digit pieces...
+    have = {p.piece for p in m.pieces}
+    assert "19" not in have and "20" not in have  # ...which would change English: refused
+    assert report.skipped["no_chinese_char"] > 0
+    # Pieces whose only path went through a refused piece (e.g. "。19") are unreachable: pruned.
+    assert report.dead_removed and all(p not in have for p in report.dead_removed)
+
+
+def test_prune_dead_removes_a_piece_without_a_merge_path(base_proto):
+    chars = ["龘", "靐", "齉", "鼺"]  # rare characters the base lacks: A B C D
+    assert not {p.piece for p in base_proto.pieces} & set(chars)
+    words = ["靐齉", "龘靐", "齉鼺", "龘靐齉鼺"]  # BC, AB, CD, ABCD in merge (score) order
+    kept, removed = prune_dead(base_proto, chars, words)
+    # From "ABCD" BPE first merges the best pair BC -> A, BC, D; neither "ABC" nor "BCD" is a piece,
+    # so it stops there: ABCD (only reachable as AB + CD) is dead and removed, the others stay.
+    assert kept == words[:3] and removed == ["龘靐齉鼺"]
+
+
+def test_candidates_include_corpus_characters(base_proto, zh_proto):
+    rare = "\U0002b5e7"  # an extension-B Han character: not in the base, not in the zh model
+    cands = candidate_pieces(base_proto, zh_proto, {rare: 5, "a": 100, "中": 100}, min_char_count=2)
+    assert rare in cands.chars and "a" not in cands.chars and "中" not in cands.chars  # 中 is a base piece
+    assert candidate_pieces(base_proto, zh_proto, {rare: 1}, min_char_count=2).chars.count(rare) == 0
+
+
+# Size search -------------------------------------------------------------------------------------
+
+
+def test_choose_size_picks_fewest_words_meeting_target(base_proto, zh_proto, zh_char_counts, zh_split):
+    cands = candidate_pieces(base_proto, zh_proto, zh_char_counts)
+    words, _ = prune_dead(base_proto, cands.chars, cands.words)
+    docs = zh_split["heldout"][:2]
+    ends = size_curve(base_proto, cands.chars, words, docs, [0, len(words)])
+    assert ends[1]["tokens_per_char"] < ends[0]["tokens_per_char"]  # words earn their place
+    target = (ends[0]["tokens_per_char"] + ends[1]["tokens_per_char"]) / 2
+    n, curve = choose_size(base_proto, cands.chars, words, docs, target, points=5)
+    assert 0 < n < len(words)
+    at_n = tokens_per_char(assemble(base_proto, cands.chars, words[:n]), docs)
+    assert at_n <= target
+    below = [r for r in curve if r["added_words"] < n]
+    assert below and below[-1]["tokens_per_char"] > target  # the next smaller measured size misses it
+    assert choose_size(base_proto, cands.chars, words, docs, None, points=3)[0] == len(words)
+
+
+def test_max_total_pieces_is_respected(base_proto, zh_proto, zh_char_counts):
+    from vocab.merge import merge
+
+    m, report = merge(base_proto, zh_proto, MergeConfig(max_total_pieces=32500), zh_char_counts)
+    assert len(m.pieces) == 32500 == report.total_pieces
+
+
+# CLI ---------------------------------------------------------------------------------------------
+
+
+def _cli(argv):
+    from vocab.__main__ import COMMANDS
+    from zhllama.cli import main
+
+    return main("vocab", COMMANDS, ["merge", *map(str, argv)])
+
+
+def _args(base, zh, corpus, out, **extra):
+    argv = ["--base_model", base, "--zh_model", zh, "--corpus_dir", corpus, "--out_dir", out]
+    for k, v in extra.items():
+        argv += [f"--{k}", v]
+    return argv
+
+
+def test_cli_bad_inputs_clear_errors_and_nothing_written(
+    tmp_path, capsys, base_sp_model, zh_model_bytes, tiny_corpus_dir, zh_split
+):
+    out = tmp_path / "tokenizer"
+    zh = tmp_path / "zh.model"
+    zh.write_bytes(zh_model_bytes)
+    not_model = tmp_path / "notes.model"
+    not_model.write_text("this is not a sentencepiece model\n")
+    from vocab.train import TrainConfig, sample_sentences, train_bpe
+
+    ucfg = TrainConfig(vocab_size=3000, model_type="unigram", min_chars_per_piece=1.0, num_threads=1)
+    unigram = tmp_path / "unigram.model"
+    unigram.write_bytes(train_bpe(sample_sentences(zh_split["train"][:4], ucfg), ucfg))
+    cases = [
+        (dict(zh=not_model), "is not a SentencePiece model"),
+        (dict(zh=unigram), "UNIGRAM model; a BPE model is expected"),
+        (dict(zh=tmp_path / "missing.model"), "Chinese model not found"),
+        (dict(base=not_model), "base model"),
+        (dict(corpus=tmp_path / "no_corpus"), "not found"),
+    ]
+    for change, message in cases:
+        paths = dict(base=base_sp_model, zh=zh, corpus=tiny_corpus_dir, out=out) | change
+        assert _cli(_args(**paths)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err, err
+        assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tokenizer")]
+
+
+def test_cli_writes_tokenizer_dir_with_report(tmp_path, capsys, base_sp_model, zh_model_bytes, tiny_corpus_dir):
+    from transformers import AutoTokenizer
+
+    from zhllama.artifacts import read_meta
+
+    zh = tmp_path / "zh.model"
+    zh.write_bytes(zh_model_bytes)
+    out = tmp_path / "tokenizer"
+    assert _cli(_args(base_sp_model, zh, tiny_corpus_dir, out, curve_points=4)) == 0
+    assert "vocab merge:" in capsys.readouterr().out
+    for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "report.json", "report.md",
+                 "report.png", "curve.png", "meta.json"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    target = report["target"]
+    assert report["checks"]["hf_sentencepiece_mismatches"] == 0 and report["checks"]["english_lines_changed"] == 0
+    assert target["peer_pieces"] == 55296
+    if target["met"]:
+        assert target["ours_tokens_per_char"] <= target["peer_tokens_per_char"]
+    assert math.isclose(target["ours_vs_peer"], target["ours_tokens_per_char"] / target["peer_tokens_per_char"])
+    assert set(report["comparison"]["metrics"]) == {"llama2", "chinese-llama2 (peer)", "zhllama (ours)"}
+    assert "Quality target" in (out / "report.md").read_text()
+    meta = read_meta(out)
+    assert meta["config"]["size_rule"] == "meet_peer" and set(meta["inputs_sha256"]) >= {"base_model", "zh_model"}
+    tok = AutoTokenizer.from_pretrained(out)
+    assert len(tok) == report["merge"]["total_pieces"] == spm.SentencePieceProcessor(
+        model_file=str(out / "tokenizer.model")).get_piece_size()

@@ -1,0 +1,353 @@
+"""Train the Chinese SentencePiece BPE that is later merged into Llama-2's tokenizer.
+
+Data flow: corpus shards (``train/*.jsonl``) -> :func:`sample_sentences` (streaming reservoir sample,
+bounded memory) -> :func:`train_bpe` (pure: sentences in, serialized ``ModelProto`` bytes out) ->
+``zh_bpe.model`` + ``zh_bpe.vocab`` + ``summary.json`` + ``meta.json``.
+
+The SentencePiece settings default to Llama-2's own (BPE, byte fallback, split digits, identity
+normalisation, dummy prefix, whitespace kept, whitespace-only pieces allowed), so the pieces mean
+the same thing on both sides of the merge. Optional jieba help (measured in docs/vocab-experiments.md):
+word-boundary-aware training and jieba's word-frequency dictionary as weighted extra input.
+
+Example::
+
+    cfg = TrainConfig(vocab_size=2000, character_coverage=0.995)
+    model_bytes = train_bpe(sample_sentences(texts, cfg), cfg)
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+import resource
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from zhllama.artifacts import atomic_dir, atomic_write_bytes, atomic_write_json, sha256_file, write_meta
+from zhllama.cli import UserError
+
+from vocab.jieba_tools import DEFAULT_DELIMITER, dict_training_lines, load_dict_words, mark_word_boundaries
+
+
+@dataclass
+class TrainConfig:
+    """Settings of ``python -m vocab train`` (YAML: configs/vocab/train.yaml)."""
+
+    corpus_dir: Path = Path("artifacts/corpus")
+    """Corpus stage output; documents are read from ``corpus_dir/train/*.jsonl`` (field ``text``)."""
+    out_dir: Path = Path("artifacts/vocab")
+    """Output directory (replaced atomically): ``<model_name>.model``, ``.vocab``, summary.json, meta.json."""
+    model_name: str = "zh_bpe"
+    """File stem of the model and vocab files."""
+    vocab_size: int = 20000
+    """Pieces in the Chinese model, including its 3 control pieces and 256 byte pieces."""
+    character_coverage: float = 0.9995
+    """Share of training characters that must be single pieces; the rarest rest fall back to bytes."""
+    max_sentences: int = 2_000_000
+    """Reservoir size: at most this many sentences are kept in memory, whatever the corpus size."""
+    min_sentence_chars: int = 2
+    """Lines shorter than this (after splitting) are skipped."""
+    max_sentence_chars: int = 1000
+    """Longer lines are cut at sentence punctuation (then hard) into chunks of at most this many chars."""
+    seed: int = 0
+    """Seed of the reservoir sample; the same corpus + config gives the same model bytes."""
+    jieba_word_boundaries: bool = False
+    """Pre-segment training sentences with jieba so no BPE piece crosses a jieba word boundary."""
+    jieba_hmm: bool = False
+    """Let jieba's HMM guess out-of-dictionary words while pre-segmenting."""
+    jieba_dict_words: int = 0
+    """Add the N most frequent Han words of the jieba dictionary as weighted extra input (0 = off)."""
+    jieba_dict_weight: float = 0.1
+    """Character mass of the dictionary input relative to the sampled corpus characters."""
+    jieba_dict_path: Path | None = None
+    """A jieba-format dictionary (``word freq [tag]`` lines); null = the one shipped with jieba."""
+    min_chars_per_piece: float = 20.0
+    """Refuse to train when the sample has fewer characters than this times ``vocab_size``: a BPE on
+    too little text memorises whole sentences instead of learning reusable pieces."""
+    model_type: str = "bpe"
+    """SentencePiece algorithm; Llama-2 is ``bpe`` and the merge assumes it."""
+    byte_fallback: bool = True
+    """Unknown characters become ``<0xNN>`` byte pieces (Llama-2: true)."""
+    split_digits: bool = True
+    """Every digit is its own piece (Llama-2: true)."""
+    normalization_rule_name: str = "identity"
+    """No Unicode normalisation (Llama-2: identity)."""
+    add_dummy_prefix: bool = True
+    """Prepend ``▁`` to the text (Llama-2: true)."""
+    remove_extra_whitespaces: bool = False
+    """Keep runs of whitespace (Llama-2: false)."""
+    allow_whitespace_only_pieces: bool = True
+    """Allow pieces made of ``▁`` only (Llama-2: true)."""
+    max_piece_chars: int = 16
+    """Longest piece in characters (SentencePiece ``max_sentencepiece_length``; Llama-2: 16)."""
+    num_threads: int = 2
+    """SentencePiece trainer threads."""
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 300:
+            raise ValueError(f"vocab_size must be >= 300 (259 control/byte pieces + some text), got {self.vocab_size}")
+        if not 0.98 <= self.character_coverage <= 1.0:
+            raise ValueError(f"character_coverage must be in [0.98, 1.0], got {self.character_coverage}")
+        if self.max_sentences < 1 or self.min_sentence_chars < 1 or self.max_sentence_chars < self.min_sentence_chars:
+            raise ValueError("need max_sentences >= 1 and 1 <= min_sentence_chars <= max_sentence_chars")
+        if self.model_type not in ("bpe", "unigram"):
+            raise ValueError(f"model_type must be 'bpe' or 'unigram', got {self.model_type!r}")
+        if self.jieba_dict_words < 0 or self.jieba_dict_weight < 0:
+            raise ValueError("jieba_dict_words and jieba_dict_weight must be >= 0")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sentences: split, then reservoir-sample (pure, streaming)
+
+_SENTENCE_END = re.compile(r"[^。！？!?；;]*[。！？!?；;]+[”’」』）)]*|[^。！？!?；;]+")
+
+
+def split_sentences(text: str, min_chars: int = 2, max_chars: int = 1000) -> Iterator[str]:
+    """Yield the training sentences of one document: its lines, long lines cut into chunks.
+
+    A chunk is as many whole sentences (ending in 。！？!?；;) as fit in ``max_chars``; a single longer
+    sentence is cut hard. Whitespace inside lines is kept (Llama keeps it). Example::
+
+        >>> list(split_sentences("甲。乙。\\n\\n丙", min_chars=1, max_chars=2))
+        ['甲。', '乙。', '丙']
+    """
+    for raw in text.split("\n"):
+        line = raw.rstrip("\r")
+        if len(line) < min_chars:
+            continue
+        if len(line) <= max_chars:
+            yield line
+            continue
+        chunk = ""
+        for m in _SENTENCE_END.finditer(line):
+            part = m.group(0)
+            if len(chunk) + len(part) <= max_chars:
+                chunk += part
+                continue
+            if len(chunk) >= min_chars:
+                yield chunk
+            while len(part) > max_chars:
+                yield part[:max_chars]
+                part = part[max_chars:]
+            chunk = part
+        if len(chunk) >= min_chars:
+            yield chunk
+
+
+def sample_sentences(texts: Iterable[str], cfg: TrainConfig, stats: dict | None = None) -> list[str]:
+    """A uniform random sample of at most ``cfg.max_sentences`` sentences from a stream of documents.
+
+    Reservoir sampling (Algorithm R, seeded by ``cfg.seed``): memory holds only the reservoir, so a
+    20 GB corpus streams through. If ``stats`` is given it receives ``documents_seen``,
+    ``sentences_seen``, ``chars_seen``, ``sentences_kept``, ``chars_kept``. Example::
+
+        >>> sample_sentences(["一二三\\n四五六"], TrainConfig(max_sentences=1))  # doctest: +SKIP
+        ['四五六']
+    """
+    rng = random.Random(cfg.seed)
+    reservoir: list[str] = []
+    docs = seen = chars = 0
+    for text in texts:
+        docs += 1
+        for sentence in split_sentences(text, cfg.min_sentence_chars, cfg.max_sentence_chars):
+            seen += 1
+            chars += len(sentence)
+            if len(reservoir) < cfg.max_sentences:
+                reservoir.append(sentence)
+            else:
+                j = rng.randrange(seen)
+                if j < cfg.max_sentences:
+                    reservoir[j] = sentence
+    if stats is not None:
+        stats.update(
+            documents_seen=docs, sentences_seen=seen, chars_seen=chars,
+            sentences_kept=len(reservoir), chars_kept=sum(map(len, reservoir)),
+        )
+    return reservoir
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training (pure: sentences in, model bytes out)
+
+
+def training_lines(sentences: Iterable[str], cfg: TrainConfig, progress: bool = False) -> list[str]:
+    """The TSV lines ``sentence\\tcount`` fed to SentencePiece: the sentences (count 1, optionally
+    jieba-marked) followed by the weighted jieba dictionary words, if configured.
+
+    Tabs and the delimiter character are removed from raw sentences first (the TSV format and the
+    word-boundary marking both reserve them).
+    """
+    sentences = list(sentences)
+    iterator: Iterable[str] = sentences
+    if progress and cfg.jieba_word_boundaries:
+        from tqdm import tqdm
+
+        iterator = tqdm(sentences, desc="jieba segmentation", unit="sent", mininterval=1.0)
+    lines = []
+    corpus_chars = 0
+    for s in iterator:
+        s = s.replace("\t", " ").replace(DEFAULT_DELIMITER, "")
+        corpus_chars += len(s)
+        if cfg.jieba_word_boundaries:
+            s = mark_word_boundaries(s, DEFAULT_DELIMITER, hmm=cfg.jieba_hmm)
+        lines.append(f"{s}\t1")
+    if cfg.jieba_dict_words > 0:
+        words = load_dict_words(cfg.jieba_dict_path, cfg.jieba_dict_words)
+        lines.extend(dict_training_lines(words, corpus_chars, cfg.jieba_dict_weight, DEFAULT_DELIMITER))
+    return lines
+
+
+def check_sample_size(sentences: list[str], cfg: TrainConfig) -> None:
+    """Raise :class:`UserError` if the sample is empty or too small for ``cfg.vocab_size``."""
+    if not sentences:
+        raise UserError("the corpus has no usable sentences (is it empty?)")
+    chars = sum(map(len, sentences))
+    needed = int(cfg.min_chars_per_piece * cfg.vocab_size)
+    if chars < needed:
+        raise UserError(
+            f"corpus too small for vocab_size={cfg.vocab_size}: {chars:,} characters sampled, need at least "
+            f"{needed:,} (min_chars_per_piece={cfg.min_chars_per_piece}); add text or lower vocab_size"
+        )
+
+
+def train_bpe(sentences: Iterable[str], cfg: TrainConfig, progress: bool = False) -> bytes:
+    """Train a SentencePiece model on ``sentences``; return the serialized ``ModelProto``.
+
+    Pure and deterministic: same sentences + config -> same bytes. Control ids follow Llama-2
+    (unk 0, bos 1, eos 2, no pad). Raises :class:`UserError` when the text is too small for the
+    requested size or SentencePiece refuses the settings. Example::
+
+        model_bytes = train_bpe(["数学是研究数量的学科。"] * 1000, TrainConfig(vocab_size=300, min_chars_per_piece=1))
+    """
+    import io
+
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    sentences = list(sentences)
+    check_sample_size(sentences, cfg)
+    lines = training_lines(sentences, cfg, progress=progress)
+    max_line_bytes = max(len(line.encode("utf-8")) for line in lines)
+    out = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines),
+            model_writer=out,
+            input_format="tsv",
+            model_type=cfg.model_type,
+            vocab_size=cfg.vocab_size,
+            character_coverage=cfg.character_coverage,
+            byte_fallback=cfg.byte_fallback,
+            split_digits=cfg.split_digits,
+            normalization_rule_name=cfg.normalization_rule_name,
+            add_dummy_prefix=cfg.add_dummy_prefix,
+            remove_extra_whitespaces=cfg.remove_extra_whitespaces,
+            allow_whitespace_only_pieces=cfg.allow_whitespace_only_pieces,
+            max_sentencepiece_length=cfg.max_piece_chars,
+            max_sentence_length=max_line_bytes + 1,
+            pretokenization_delimiter=DEFAULT_DELIMITER,
+            split_by_unicode_script=True,
+            split_by_whitespace=True,
+            split_by_number=True,
+            unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+            input_sentence_size=0,
+            shuffle_input_sentence=False,
+            num_threads=cfg.num_threads,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        msg = str(e).split("]", 1)[-1].strip() or str(e)
+        raise UserError(f"SentencePiece could not train vocab_size={cfg.vocab_size}: {msg}") from None
+    model = pb.ModelProto()
+    model.ParseFromString(out.getvalue())
+    # The delimiter is a training-time device only; clear it so nothing downstream could ever apply
+    # it when encoding (encoding must behave exactly like Llama-2's tokenizer).
+    model.trainer_spec.ClearField("pretokenization_delimiter")
+    return model.SerializeToString()
+
+
+def vocab_text(model_bytes: bytes) -> str:
+    """The ``.vocab`` listing of a model: ``piece<TAB>score`` per line, in id order."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    m = pb.ModelProto()
+    m.ParseFromString(model_bytes)
+    return "".join(f"{p.piece}\t{p.score:g}\n" for p in m.pieces)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Corpus reading (streaming)
+
+
+def corpus_files(corpus_dir: str | Path) -> list[Path]:
+    """The training shards ``corpus_dir/train/*.jsonl`` (sorted), or a :class:`UserError`."""
+    d = Path(corpus_dir)
+    if not d.is_dir():
+        raise UserError(f"corpus directory not found: {d} (run `make corpus` first)")
+    files = sorted((d / "train").glob("*.jsonl"))
+    if not files:
+        raise UserError(f"no training shards in {d / 'train'} (expected *.jsonl from `make corpus`)")
+    return files
+
+
+def iter_jsonl_texts(paths: Iterable[str | Path], field: str = "text") -> Iterator[str]:
+    """Stream the ``field`` of every JSON line of ``paths``; bad lines raise a :class:`UserError` naming file:line."""
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                text = record.get(field) if isinstance(record, dict) else None
+                if not isinstance(text, str):
+                    raise UserError(f"{path}:{lineno}: expected a JSON object with a string {field!r}")
+                yield text
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
+
+
+def run(cfg: TrainConfig) -> dict:
+    """CLI: corpus shards -> ``out_dir/<model_name>.model`` (+ .vocab, summary.json, meta.json)."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    files = corpus_files(cfg.corpus_dir)
+    stats: dict = {}
+    docs = tqdm(iter_jsonl_texts(files), desc=f"sampling {len(files)} shard(s)", unit="doc", mininterval=1.0)
+    sentences = sample_sentences(docs, cfg, stats)
+    docs.close()
+    model_bytes = train_bpe(sentences, cfg, progress=True)
+    del sentences
+    seconds = time.perf_counter() - start
+    summary = {
+        **stats,
+        "vocab_size": cfg.vocab_size,
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "model_sha256": None,
+    }
+    out_dir = Path(cfg.out_dir)
+    model_name = f"{cfg.model_name}.model"
+    with atomic_dir(out_dir) as tmp:
+        atomic_write_bytes(tmp / model_name, model_bytes)
+        (tmp / f"{cfg.model_name}.vocab").write_text(vocab_text(model_bytes), encoding="utf-8")
+        summary["model_sha256"] = sha256_file(tmp / model_name)
+        atomic_write_json(tmp / "summary.json", summary)
+        inputs = {str(f.relative_to(cfg.corpus_dir)): sha256_file(f) for f in files}
+        write_meta(tmp, config=cfg, inputs=inputs, summary=summary)
+    print(
+        f"vocab train: {cfg.vocab_size} pieces from {stats['sentences_kept']:,} of {stats['sentences_seen']:,} "
+        f"sentences ({stats['chars_kept']:,} chars, {stats['documents_seen']:,} docs) in {seconds:.1f} s, "
+        f"peak RSS {summary['peak_rss_mb']:.0f} MB -> {out_dir / model_name}"
+    )
+    return summary
