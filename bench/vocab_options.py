@@ -33,6 +33,10 @@ OPTIONS = {
     "jieba word boundaries + HMM": {"jieba_word_boundaries": True, "jieba_hmm": True},
     "jieba dict 20k words, weight 0.1": {"jieba_dict_words": 20000, "jieba_dict_weight": 0.1},
     "jieba dict 50k words, weight 0.3": {"jieba_dict_words": 50000, "jieba_dict_weight": 0.3},
+    "jieba dict 20k + Traditional forms, weight 0.1": {"jieba_dict_words": 20000, "jieba_dict_weight": 0.1,
+                                                       "jieba_dict_traditional": True},
+    "jieba dict 50k + Traditional forms, weight 0.1": {"jieba_dict_words": 50000, "jieba_dict_weight": 0.1,
+                                                       "jieba_dict_traditional": True},
     "boundaries + dict 20k, weight 0.1": {"jieba_word_boundaries": True, "jieba_dict_words": 20000,
                                           "jieba_dict_weight": 0.1},
 }
@@ -70,6 +74,9 @@ def load_data(corpus_dir: Path) -> tuple[list[str], dict[str, list[str]]]:
     extra = {
         "questions (CMRC trial + DRCD test)": _squad(d / "cmrc2018/cmrc2018_trial.json", "question")
         + _squad(d / "drcd/DRCD_test.json", "question"),
+        # Raw zh-TW text: the corpus stage converts Traditional to Simplified, so this measures how the
+        # tokenizer copes with Traditional input (its content is in the training corpus, its script is not).
+        "Traditional (DRCD test, raw)": _squad(d / "drcd/DRCD_test.json", "context"),
         "news-like (authored)": _lines(REPO_ROOT / "tests/data/zh_news_authored.txt"),
         "dialogue (authored)": _lines(REPO_ROOT / "tests/data/zh_dialogue_authored.txt"),
         "english": _lines(REPO_ROOT / "tests/data/english.txt"),
@@ -81,10 +88,7 @@ def load_data(corpus_dir: Path) -> tuple[list[str], dict[str, list[str]]]:
     wiki = [json.loads(line)["text"] for f in sorted((d / "zhwiki").glob("*.jsonl"))
             for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
     train = wiki + _squad(d / "cmrc2018/cmrc2018_dev.json", "context") + _squad(d / "drcd/DRCD_dev.json", "context")
-    heldout = {
-        "wiki simplified (CMRC trial)": _squad(d / "cmrc2018/cmrc2018_trial.json", "context"),
-        "wiki traditional (DRCD test)": _squad(d / "drcd/DRCD_test.json", "context"),
-    }
+    heldout = {"wiki simplified (CMRC trial)": _squad(d / "cmrc2018/cmrc2018_trial.json", "context")}
     return train, {**heldout, **extra}
 
 
@@ -119,7 +123,8 @@ def main() -> None:
         size = args.vocab_size or cfg.vocab_size
         names = args.options or list(OPTIONS)
         # Every option starts from plain BPE, whatever the config enables.
-        plain = {"jieba_word_boundaries": False, "jieba_hmm": False, "jieba_dict_words": 0}
+        plain = {"jieba_word_boundaries": False, "jieba_hmm": False, "jieba_dict_words": 0,
+                 "jieba_dict_traditional": False}
         runs = {name: replace(cfg, vocab_size=size, **{**plain, **OPTIONS[name]}) for name in names}
     char_counts = Counter(ch for doc in train_docs for ch in doc)
     tokenizers = {"llama2": base_bytes}

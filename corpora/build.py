@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import glob
 import multiprocessing
@@ -42,7 +43,7 @@ from corpora.clean import CleanConfig, clean_text, filter_reason, opencc_convert
 from corpora.dedup import DedupConfig, Deduplicator, minhash_signature, text_digest
 from corpora.readers import Item, Rejection
 from corpora.shards import HELDOUT_FILE, ShardWriter
-from zhllama.artifacts import atomic_dir, atomic_write_json, sha256_file, write_meta
+from zhllama.artifacts import atomic_dir, atomic_write_json, atomic_write_text, sha256_file, write_meta
 from zhllama.cli import UserError
 from zhllama.config import to_dict
 
@@ -152,7 +153,8 @@ class BuildConfig:
 def resolve_source_files(src: SourceConfig, data_dir: Path) -> list[Path]:
     """The files of a source, sorted; fatal ``UserError`` if a path is missing or matches nothing.
 
-    A directory is expanded with the format's patterns (e.g. ``*.json`` for ``squad``).
+    A directory is expanded recursively with the format's patterns (``*.json`` for ``squad``,
+    ``wiki_*`` and ``*.jsonl`` for ``wikiextractor``...).
 
     >>> resolve_source_files(SourceConfig("drcd", "squad", ["drcd"]), Path("../shared/data"))  # doctest: +SKIP
     [PosixPath('../shared/data/drcd/DRCD_dev.json'), PosixPath('../shared/data/drcd/DRCD_test.json')]
@@ -167,7 +169,8 @@ def resolve_source_files(src: SourceConfig, data_dir: Path) -> list[Path]:
                 raise UserError(f"source {src.name!r}: no files match {p}")
             files.extend(matched)
         elif p.is_dir():
-            matched = sorted({f for pat in FORMAT_PATTERNS[src.format] for f in p.glob(pat) if f.is_file()})
+            # Recursive: WikiExtractor writes extracted/AA/wiki_00, extracted/AB/wiki_00, ...
+            matched = sorted({f for pat in FORMAT_PATTERNS[src.format] for f in p.rglob(pat) if f.is_file()})
             if not matched:
                 want = " or ".join(FORMAT_PATTERNS[src.format])
                 raise UserError(f"source {src.name!r}: directory {p} has no {want} files (format {src.format})")
@@ -207,7 +210,7 @@ class Processed:
     source_index: int
     """Index of the source in ``BuildConfig.sources``."""
     doc_id: str
-    """Id within the source (``file:line`` / ``file:id``)."""
+    """Id within the source (``file#id`` / ``file:line``)."""
     input_chars: int
     """Characters as read (the unit of the accounting identity)."""
     text: str | None = None
@@ -360,12 +363,29 @@ def heldout_split(digest: bytes, fraction: float) -> str:
 # The build
 
 
+def display_names(files: list[Path], data_dir: Path) -> dict[Path, str]:
+    """How a source's files are named in document ids: the file name, or the path below
+    ``data_dir`` when two files share a name (WikiExtractor's AA/wiki_00 and AB/wiki_00).
+
+    >>> display_names([Path("d/AA/wiki_00"), Path("d/AB/wiki_00")], Path("d"))
+    {PosixPath('d/AA/wiki_00'): 'AA/wiki_00', PosixPath('d/AB/wiki_00'): 'AB/wiki_00'}
+    """
+    names = [f.name for f in files]
+    if len(set(names)) == len(names):
+        return {f: f.name for f in files}
+    return {f: _rel(f, data_dir) for f in files}
+
+
 def _stream_items(cfg: BuildConfig, files: list[list[Path]], file_counts: dict[Path, int]) -> Iterator[tuple[int, Item]]:
     for si, src in enumerate(cfg.sources):
+        names = display_names(files[si], Path(cfg.data_dir))
         for path in files[si]:
             n = 0
+            rename = names[path] != path.name  # readers prefix ids with path.name; keep ids unique
             for item in read_file(src, path, cfg.max_line_bytes):
                 n += 1
+                if rename:
+                    item = dataclasses.replace(item, doc_id=names[path] + item.doc_id[len(path.name):])
                 yield si, item
             file_counts[path] = n
 
@@ -397,6 +417,11 @@ def build_corpus(cfg: BuildConfig, out_dir: Path) -> dict:
     t0 = time.perf_counter()
     data_dir = Path(cfg.data_dir)
     files = [resolve_source_files(src, data_dir) for src in cfg.sources]
+    if cfg.clean.t2s:  # fail here with one line, not in every pool worker with a traceback
+        try:
+            opencc_converter(cfg.clean.opencc_config)
+        except Exception as e:
+            raise UserError(f"clean.opencc_config: cannot load OpenCC config {cfg.clean.opencc_config!r} ({e})") from None
     input_bytes = sum(f.stat().st_size for fs in files for f in fs)
     num_workers = cfg.num_workers or (os.cpu_count() or 1)
     stats = [SourceStats() for _ in cfg.sources]
@@ -412,29 +437,27 @@ def build_corpus(cfg: BuildConfig, out_dir: Path) -> dict:
     for results in ordered_map(work, batches, num_workers, _warm_worker, (cfg.clean, cfg.dedup)):
         for r in results:
             st = stats[r.source_index]
+            name = cfg.sources[r.source_index].name
             st.documents_read += 1
             st.characters_read += r.input_chars
-            reason = r.reason
+            reason, detail = r.reason, r.detail
             if reason is None:
                 assert r.text is not None
-                reason = dedup.check(r.doc_id, r.text, r.signature, r.digest)
+                reason = dedup.check(f"{name}/{r.doc_id}", r.text, r.signature, r.digest)
+                detail = f"duplicate of {dedup.match}" if reason else ""
             if reason is not None:
                 st.documents_rejected[reason] += 1
                 st.characters_rejected[reason] += r.input_chars
-                ex = st.examples.setdefault(reason, [])
-                if len(ex) < 5:
-                    ex.append(f"{r.doc_id}: {r.detail}" if r.detail else r.doc_id)
-                name = cfg.sources[r.source_index].name
+                examples = st.examples.setdefault(reason, [])
+                if len(examples) < 5:
+                    examples.append(f"{r.doc_id}: {detail}" if detail else r.doc_id)
                 if r.detail and logged[(name, reason)] < _LOGGED_PER_REASON:  # read-level problems
                     logged[(name, reason)] += 1
                     tqdm.write(f"warning: {name}: {r.doc_id}: {reason} ({r.detail})", file=sys.stderr)
                 continue
             assert r.text is not None and r.digest is not None
             split = heldout_split(r.digest, cfg.heldout_fraction)
-            (heldout if split == "heldout" else train).write(
-                {"id": f"{cfg.sources[r.source_index].name}/{r.doc_id}", "source": cfg.sources[r.source_index].name,
-                 "text": r.text}
-            )
+            (heldout if split == "heldout" else train).write({"id": f"{name}/{r.doc_id}", "source": name, "text": r.text})
             st.documents_written[split] += 1
             st.characters_written += r.input_chars
             st.characters_output += len(r.text)
@@ -484,8 +507,45 @@ def build_corpus(cfg: BuildConfig, out_dir: Path) -> dict:
         "inputs_sha256": {f["path"]: f["sha256"] for s in sources_out.values() for f in s["files"] if "sha256" in f},
     }
     atomic_write_json(out_dir / "manifest.json", manifest)
+    atomic_write_text(out_dir / "report.md", manifest_markdown(manifest))
     manifest["_run"] = {"elapsed_s": elapsed_s, "input_bytes": input_bytes, "num_workers": num_workers}
     return manifest
+
+
+def manifest_markdown(manifest: dict) -> str:
+    """The manifest as a Markdown report: one row per source (+ total), rejections by reason.
+
+    >>> md = manifest_markdown({"sources": {}, "total": SourceStats().to_dict(), "warnings": [],
+    ...                         "splits": {"train": {"documents": 0, "characters": 0, "files": []},
+    ...                                    "heldout": {"documents": 0, "characters": 0, "files": []}}})
+    >>> md.splitlines()[0]
+    '# Corpus report'
+    """
+    def row(name: str, c: dict) -> str:
+        d, ch = c["documents"], c["characters"]
+        rej = ", ".join(f"{k} {v:,}" for k, v in sorted(d["rejected"].items(), key=lambda kv: -kv[1])) or "-"
+        return (f"| {name} | {d['read']:,} | {d['written']:,} | {d['train']:,} | {d['heldout']:,} | {rej} | "
+                f"{ch['read']:,} | {ch['output']:,} |")
+
+    lines = [
+        "# Corpus report", "",
+        "Documents and characters per source. Identity (checked by the build): read = written + rejected, for",
+        "documents and for input characters; *chars out* is what the shards hold after cleaning.", "",
+        "| source | docs read | docs written | train | heldout | rejected (by reason) | chars read | chars out |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
+        *(row(name, src) for name, src in manifest["sources"].items()),
+        row("**total**", manifest["total"]), "",
+        "| split | documents | characters | files |", "|---|---:|---:|---|",
+        *(f"| {k} | {v['documents']:,} | {v['characters']:,} | {', '.join(v['files'])} |"
+          for k, v in manifest["splits"].items()),
+    ]
+    examples = [(name, reason, ex) for name, src in manifest["sources"].items()
+                for reason, exs in src.get("rejected_examples", {}).items() for ex in exs[:2]]
+    if examples:
+        lines += ["", "## Rejection examples", "", *(f"- {name} / {reason}: `{ex}`" for name, reason, ex in examples)]
+    if manifest["warnings"]:
+        lines += ["", "## Warnings", "", *(f"- {w}" for w in manifest["warnings"])]
+    return "\n".join(lines) + "\n"
 
 
 def summary_line(manifest: dict, out_dir: Path) -> str:

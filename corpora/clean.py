@@ -29,15 +29,20 @@ HAN_RE = re.compile("[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\U00020000-\U0002eb
 _CONTROL_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u200b\u200e\u200f\u202a-\u202e\ufeff\ufffe]")
 _HTML_TAGS = (
     "ref|references|br|hr|sup|sub|span|div|small|big|center|font|b|i|u|s|p|code|math|nowiki|table|tr|td|th|"
-    "blockquote|abbr|li|ul|ol|dl|dt|dd|onlyinclude|includeonly|noinclude|poem|gallery|section|templatestyles|a"
+    "blockquote|abbr|li|ul|ol|dl|dt|dd|onlyinclude|includeonly|noinclude|poem|gallery|section|templatestyles|a|"
+    "chem|ce|var|kbd|tt|em|strong|del|ins|q|cite|mark|bdi|ruby|rb|rt|rp|syntaxhighlight|source|score"
 )
 _TAG_RE = re.compile(rf"</?(?:{_HTML_TAGS})(?:\s[^<>\n]*)?/?>", re.IGNORECASE)
 _REF_RE = re.compile(r"<ref(?:\s[^<>\n]*)?>.*?</ref\s*>", re.IGNORECASE | re.DOTALL)
 _COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
 _WIKI_RE = re.compile(r"\[\[|\]\]|\{\{|\}\}|'''+")
-# Brackets left empty (or holding only punctuation) once WikiExtractor dropped a foreign-language
-# template, e.g. "萬民福音部（）是..." in raw zhwiki extractions.
-_EMPTY_BRACKETS_RE = re.compile(r"[（(][\s，,；;、:：]*[)）]")
+# Brackets left empty (or holding only a label and punctuation) once WikiExtractor dropped a
+# foreign-language template, e.g. "萬民福音部（）是..." or "（学名：''）" in raw zhwiki extractions.
+_EMPTY_BRACKETS_RE = re.compile(r"[（(](?:[^（）()\n:：]{1,8}[:：])?[\s，,；;、:：'\"“”‘’]*[)）]|\[\s*\]")
+# MediaWiki language-conversion markup: -{庄}- , -{zh-hans:白罗; zh-hant:白羅;}- , -{H|...}- (a rule only).
+_LANGCONV_RE = re.compile(r"-\{(.*?)\}-", re.DOTALL)
+_LANGCONV_VARIANT_RE = re.compile(r"(zh(?:-[a-z]+)?)\s*:\s*([^;]*)")
+_LANGCONV_PREFERENCE = ("zh-hans", "zh-cn", "zh-sg", "zh-my", "zh", "zh-hant", "zh-tw", "zh-hk", "zh-mo")
 _SPACES_RE = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f]+")
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
 
@@ -97,12 +102,39 @@ def remove_control(text: str) -> str:
     return _CONTROL_RE.sub("", text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n\n"))
 
 
-def strip_markup(text: str) -> str:
-    """Remove markup that survived extraction: refs, tags, comments, entities, ``[[ ]]``, ``{{ }}``, ``'''``.
+def _langconv(match: re.Match) -> str:
+    body = match.group(1)
+    flags, bar, rest = body.partition("|")
+    if bar and len(flags) <= 3 and flags.isalpha():  # -{H|...}- / -{A|...}- / -{R|...}-
+        if "H" in flags.upper() or "-" in flags:
+            return ""  # a conversion rule for the page, not text
+        body = rest
+    variants = dict(_LANGCONV_VARIANT_RE.findall(body))
+    if not variants:
+        return body
+    for code in _LANGCONV_PREFERENCE:
+        if code in variants:
+            return variants[code].strip()
+    return next(iter(variants.values())).strip()
 
-    >>> strip_markup("数学&amp;<b>逻辑</b>[[哲学]]<ref name=a>引用</ref>（）。")
-    '数学&逻辑哲学。'
+
+def resolve_language_conversion(text: str) -> str:
+    """Replace MediaWiki ``-{...}-`` conversion markup by its (Simplified-preferred) text.
+
+    >>> resolve_language_conversion("街-{庄}-与-{zh-hans:赫丘勒·白罗; zh-hant:赫丘勒·白羅;}-，-{H|zh-cn:软件;zh-tw:軟體;}-")
+    '街庄与赫丘勒·白罗，'
     """
+    return _LANGCONV_RE.sub(_langconv, text) if "-{" in text else text
+
+
+def strip_markup(text: str) -> str:
+    """Remove markup that survived extraction: refs, tags, comments, entities, ``[[ ]]``, ``{{ }}``, ``'''``,
+    ``-{ }-`` language conversion, brackets emptied by dropped templates.
+
+    >>> strip_markup("数学&amp;<b>逻辑</b>[[哲学]]<ref name=a>引用</ref>（）-{庄}-（学名：''）。")
+    '数学&逻辑哲学庄。'
+    """
+    text = resolve_language_conversion(text)
     text = _COMMENT_RE.sub("", text)
     text = _REF_RE.sub("", text)
     text = _TAG_RE.sub("", text)

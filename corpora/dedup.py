@@ -123,34 +123,40 @@ class Deduplicator:
     """Stateful exact + near duplicate filter; feed documents in a fixed order.
 
     ``check`` returns the rejection reason (``exact_duplicate`` / ``near_duplicate``) or None,
-    in which case the document is registered as kept.
+    in which case the document is registered as kept. After a rejection, ``match`` is the key of
+    the earlier document it duplicates (for the manifest's examples).
     """
 
     def __init__(self, cfg: DedupConfig) -> None:
         from datasketch import MinHashLSH
 
         self.cfg = cfg
-        self._exact: set[bytes] = set()
+        self._exact: dict[bytes, str] = {}
         self._lsh = MinHashLSH(threshold=cfg.near_threshold, num_perm=cfg.num_perm) if cfg.near else None
-        self._signatures: dict[int, np.ndarray] = {}
+        self._signatures: list[np.ndarray] = []
+        self._keys: list[str] = []
+        self.match: str | None = None
 
     def check(self, key: str, text: str, signature: np.ndarray | None, digest: bytes | None = None) -> str | None:
         """Reason to drop ``text`` as a duplicate of an earlier document, else None (and remember it)."""
+        self.match = None
         if self.cfg.exact:
             digest = digest if digest is not None else text_digest(text)
             if digest in self._exact:
+                self.match = self._exact[digest]
                 return "exact_duplicate"
         if self._lsh is not None and signature is not None:
             from datasketch import LeanMinHash
 
             lean = LeanMinHash(seed=self.cfg.seed, hashvalues=signature, scheme="affine32")
             # LSH candidates are approximate: confirm with the signature-estimated Jaccard.
-            for cand in self._lsh.query(lean):
+            for cand in sorted(self._lsh.query(lean)):
                 if float(np.mean(self._signatures[cand] == signature)) >= self.cfg.near_threshold:
+                    self.match = self._keys[cand]
                     return "near_duplicate"
-            slot = len(self._signatures)
-            self._signatures[slot] = signature
-            self._lsh.insert(slot, lean, check_duplication=False)
+            self._lsh.insert(len(self._signatures), lean, check_duplication=False)
+            self._signatures.append(signature)
+            self._keys.append(key)
         if self.cfg.exact:
-            self._exact.add(digest)  # type: ignore[arg-type]
+            self._exact[digest] = key  # type: ignore[index]
         return None

@@ -15,7 +15,8 @@ Fatal vs counted (the policy, see :class:`~zhllama.cli.UserError`):
   wrong format), a corrupt or truncated XML/bz2 dump, a SQuAD file that is not SQuAD JSON;
 - counted (a :class:`Rejection` naming ``file:line``): one bad line inside an otherwise good file
   (invalid UTF-8, truncated JSON, a missing text field, a line longer than ``max_line_bytes``).
-- an empty file yields nothing; the build records a warning naming it.
+- an empty file yields nothing; the build records a warning naming it. Blank lines hold no
+  document and are skipped (in ``text`` format they separate paragraphs).
 
 Example::
 
@@ -135,12 +136,16 @@ def iter_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iter
                 )
                 continue
             raw = raw.rstrip(b"\r\n")
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]  # a BOM is encoding metadata, not text
             try:
-                yield lineno, raw.decode("utf-8"), None
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 yield lineno, None, Rejection(
                     f"{name}:{lineno}", "invalid_utf8", _decoded_len(raw), f"byte {e.start}: {e.reason}"
                 )
+                continue
+            yield lineno, line, None
 
 
 def _json_lines(path: Path, max_line_bytes: int, what: str) -> Iterator[tuple[str, dict | None, Item | None]]:
@@ -264,7 +269,7 @@ def read_squad(path: Path) -> Iterator[Item]:
     if not raw.strip():
         return
     try:
-        obj = json.loads(raw.decode("utf-8"))
+        obj = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 (byte {e.start}): not a SQuAD JSON file") from None
     except json.JSONDecodeError as e:

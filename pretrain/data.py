@@ -32,6 +32,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -320,6 +321,10 @@ def load_texts(files: list[Path], text_field: str, scratch_dir: Path):
 class TokenizerInfo:
     """What packing needs from a tokenizer: the ``tokenizers`` backend and the special ids."""
 
+    path: Path
+    """The tokenizer directory."""
+    sha256: str
+    """:func:`tokenizer_sha256` of the directory."""
     backend: Any
     """A ``tokenizers.Tokenizer`` (the fast tokenizer's Rust core)."""
     bos_id: int | None
@@ -345,7 +350,7 @@ def load_tokenizer(tokenizer_dir: str | Path) -> TokenizerInfo:
     anything else goes through ``AutoTokenizer.from_pretrained`` (same ids, slower import).
     """
     d = Path(tokenizer_dir)
-    tokenizer_sha256(d)  # checks the directory and its files
+    sha = tokenizer_sha256(d)  # also checks the directory and its files
     config_path = d / "tokenizer_config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
@@ -360,7 +365,7 @@ def load_tokenizer(tokenizer_dir: str | Path) -> TokenizerInfo:
             raise UserError(f"cannot load {d / 'tokenizer.json'}: {e}") from None
         ids = {k: backend.token_to_id(name) if (name := _token_name(config.get(k))) else None
                for k in ("bos_token", "eos_token", "pad_token")}
-        return TokenizerInfo(backend, ids["bos_token"], ids["eos_token"], ids["pad_token"],
+        return TokenizerInfo(d, sha, backend, ids["bos_token"], ids["eos_token"], ids["pad_token"],
                              backend.get_vocab_size(with_added_tokens=True))
     from transformers import AutoTokenizer
 
@@ -370,16 +375,25 @@ def load_tokenizer(tokenizer_dir: str | Path) -> TokenizerInfo:
         raise UserError(f"cannot load tokenizer from {d}: {type(e).__name__}: {e}") from None
     if not getattr(tok, "is_fast", False):
         raise UserError(f"tokenizer in {d} is not a fast (tokenizers-backed) tokenizer")
-    return TokenizerInfo(tok.backend_tokenizer, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, len(tok))
+    return TokenizerInfo(d, sha, tok.backend_tokenizer, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, len(tok))
 
 
-def _tokenize_batch(batch, tokenizer, bos_id: int | None, eos_id: int | None):
+# Tokenizers by sha256, set in the parent before ``datasets.map``: forked map workers inherit them,
+# so no multi-megabyte tokenizer is pickled to and parsed again in every worker.
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def _tokenize_batch(batch, tokenizer_dir: str, tokenizer_sha256: str, bos_id: int | None, eos_id: int | None):
     """``datasets.map`` function (Arrow in, Arrow out): texts -> one ``input_ids`` list per non-empty
     document, framed as ``BOS ids EOS``. Framing is vectorised: ids are written once into a flat
     int32 array, the markers dropped in at the document edges."""
     import pyarrow as pa
 
-    # Set here, not only by the caller: pickling into a map worker process drops this flag.
+    tokenizer = _TOKENIZERS.get(tokenizer_sha256)
+    if tokenizer is None:  # a spawned (not forked) worker: load once per process
+        tokenizer = _TOKENIZERS[tokenizer_sha256] = load_tokenizer(tokenizer_dir).backend
+    # Read "</s>" written in a text as text: it must not become a real EOS inside a document. Set
+    # here, in the worker, because pickling a tokenizer into a map process drops this flag.
     tokenizer.encode_special_tokens = True
     encodings = tokenizer.encode_batch_fast(batch.column("text").to_pylist(), add_special_tokens=False)
     ids = [e.ids for e in encodings]
@@ -403,18 +417,15 @@ def _tokenize_batch(batch, tokenizer, bos_id: int | None, eos_id: int | None):
 
 def tokenize_dataset(ds, tokenizer: TokenizerInfo, bos_id: int | None, eos_id: int | None, cfg: PackConfig, desc: str):
     """``ds`` (column ``text``) -> Dataset with ``input_ids`` (framed documents), empties dropped."""
-    # The backend's own copy, told (in _tokenize_batch) to read "</s>" in a text as text: a special
-    # token written in a document must not become a real EOS in the middle of it.
-    from tokenizers import Tokenizer
-
-    backend = Tokenizer.from_str(tokenizer.backend.to_str())
+    _TOKENIZERS[tokenizer.sha256] = tokenizer.backend
     num_proc = cfg.num_proc or os.cpu_count() or 1
     # Below one batch per process, forking costs more than it saves.
     num_proc = max(1, min(num_proc, -(-len(ds) // cfg.map_batch_size_docs)))
     fingerprint = hashlib.sha256(f"{desc}-{bos_id}-{eos_id}-{ds._fingerprint}".encode()).hexdigest()[:32]
     return ds.with_format("arrow").map(
         _tokenize_batch, batched=True, batch_size=cfg.map_batch_size_docs, num_proc=num_proc if num_proc > 1 else None,
-        remove_columns=["text"], fn_kwargs={"tokenizer": backend, "bos_id": bos_id, "eos_id": eos_id},
+        remove_columns=["text"], fn_kwargs={"tokenizer_dir": str(tokenizer.path), "tokenizer_sha256": tokenizer.sha256,
+                                           "bos_id": bos_id, "eos_id": eos_id},
         new_fingerprint=fingerprint, desc=f"tokenize {desc}",
     ).with_format(None)
 
@@ -499,6 +510,28 @@ def build_or_load_blocks(tokenizer_dir: str | Path, corpus_dir: str | Path, cach
     return PackedBlocks(path, cfg.restart_position_ids)
 
 
+def remove_stale_scratch(cache_root: Path) -> list[Path]:
+    """Delete ``.scratch-<pid>-*`` dirs (tokenized Arrow files) left by builds whose process died."""
+    removed = []
+    for d in cache_root.glob(".scratch-*-*"):
+        pid = d.name.split("-")[1]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 def _build(path: Path, tokenizer_dir: Path, corpus: list[Path], split: str, cfg: PackConfig, material: dict) -> None:
     from tqdm.auto import tqdm
 
@@ -514,7 +547,8 @@ def _build(path: Path, tokenizer_dir: Path, corpus: list[Path], split: str, cfg:
     pad_id = next(i for i in (tok.pad_id, tok.eos_id, 0) if i is not None)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".scratch-", dir=path.parent) as scratch:
+    remove_stale_scratch(path.parent)
+    with tempfile.TemporaryDirectory(prefix=f".scratch-{os.getpid()}-", dir=path.parent) as scratch:
         scratch_dir = Path(scratch)
         stores = [_DocStore(tokenize_dataset(load_texts(corpus, cfg.text_field, scratch_dir), tok, bos_id, eos_id,
                                              cfg, desc=f"{split} corpus"))]

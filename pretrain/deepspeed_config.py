@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
 
 from zhllama.cli import UserError
 

@@ -250,7 +250,7 @@ class InitConfig:
             raise ValueError(f"pad_to_multiple_of must be >= 0, got {self.pad_to_multiple_of}")
 
 
-def plan_sources(model_dir: Path, tokenizer_dir: Path, base_tokenizer_model: Path | None = None):
+def plan_sources(model_dir: str | Path, tokenizer_dir: str | Path, base_tokenizer_model: str | Path | None = None):
     """Validate a (model, merged tokenizer) pair and compute the new rows' base ids.
 
     Returns ``(check, new_pieces, sources)``; raises :class:`~zhllama.cli.UserError` when the
@@ -260,6 +260,7 @@ def plan_sources(model_dir: Path, tokenizer_dir: Path, base_tokenizer_model: Pat
     from pretrain.model import check_tokenizer_extends, tokenizer_pieces
     from zhllama.cli import UserError, existing_file
 
+    model_dir, tokenizer_dir = Path(model_dir), Path(tokenizer_dir)
     check = check_tokenizer_extends(model_dir, tokenizer_dir, require_fit=False)
     if check.model_vocab_size != check.n_model_tokenizer:
         raise UserError(f"{model_dir}: has {check.model_vocab_size} embedding rows but its tokenizer "

@@ -24,9 +24,10 @@ import io
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from pretrain.scoring import LN2, DocScore, score_documents
 from zhllama.cli import UserError
@@ -177,7 +178,7 @@ class Totals:
     """Total negative log-likelihood, natural log."""
 
     def __add__(self, other: Totals) -> Totals:
-        return Totals(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+        return Totals(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
 
     def metrics(self) -> dict[str, Any]:
         """The counts plus token_perplexity, bits_per_char, bits_per_byte, tokens_per_char (None when undefined)."""
@@ -307,7 +308,7 @@ def compare_table(report: dict[str, Any]) -> str:
     head = ("| file | tokens/char model | tokens/char baseline | token PPL model | token PPL baseline "
             "| bits/char model | bits/char baseline | Δ bits/char | bits/byte model | bits/byte baseline |")
     lines = [head, "|---|" + "---:|" * 9]
-    for (name, a), (_, b) in zip(_rows(model), _rows(base)):
+    for (name, a), (_, b) in zip(_rows(model), _rows(base), strict=True):
         delta = None
         if a["bits_per_char"] is not None and b["bits_per_char"]:
             delta = 100.0 * (a["bits_per_char"] / b["bits_per_char"] - 1.0)
@@ -333,7 +334,7 @@ def render_png(report: dict[str, Any]) -> bytes:
     labels = [Path(n).name if n != "**total**" else "total" for n in names]
     fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 2.2 * len(names) + 3), 3.6))
     width = 0.8 / len(roles)
-    for ax, key, title in zip(axes, ("bits_per_char", "bits_per_byte"), ("bits per character", "bits per byte")):
+    for ax, key, title in zip(axes, ("bits_per_char", "bits_per_byte"), ("bits per character", "bits per byte"), strict=True):
         for j, role in enumerate(roles):
             values = [row[key] or 0.0 for _, row in _rows(report["models"][role])]
             xs = [i + (j - (len(roles) - 1) / 2) * width for i in range(len(names))]
@@ -384,7 +385,7 @@ def resolve_window(cfg: EvalConfig, max_positions: Sequence[int | None]) -> tupl
 def run(cfg: EvalConfig) -> int:
     """Load the model(s), read the files, score, write report.json/.md/.png + meta.json into ``out_dir``."""
     from pretrain.loading import load_model_and_tokenizer
-    from zhllama.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file, write_meta
+    from zhllama import artifacts
 
     if cfg.model is None:
         raise UserError("--model DIR is required (a Hugging Face dir, a LoRA adapter dir or a DeepSpeed checkpoint)")
@@ -398,6 +399,9 @@ def run(cfg: EvalConfig) -> int:
         raise UserError(f"empty evaluation set: no non-empty document in {', '.join(map(str, cfg.files))}")
 
     device, dtype = _resolve_device(cfg.device, cfg.dtype)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars would bury our own progress and error lines
     roles = {"model": (cfg.model, cfg.tokenizer)}
     if cfg.baseline is not None:
         roles["baseline"] = (cfg.baseline, cfg.baseline_tokenizer)
@@ -434,10 +438,10 @@ def run(cfg: EvalConfig) -> int:
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", render_markdown(report))
-    atomic_write_bytes(out / "report.png", render_png(report))
-    write_meta(out, config=cfg, inputs={str(p): sha256_file(p) for p in cfg.files})
+    artifacts.atomic_write_json(out / "report.json", report)
+    artifacts.atomic_write_text(out / "report.md", render_markdown(report))
+    artifacts.atomic_write_bytes(out / "report.png", render_png(report))
+    artifacts.write_meta(out, config=cfg, inputs={str(p): artifacts.sha256_file(p) for p in cfg.files})
     if "baseline" in report["models"]:
         print(compare_table(report))
     print(f"eval: {len(cfg.files)} file(s), {n_docs:,} documents -> {out}/report.md")

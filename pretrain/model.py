@@ -94,18 +94,7 @@ def tokenizer_pieces(tokenizer_dir: str | Path) -> list[str]:
     if not d.is_dir():
         raise UserError(f"tokenizer directory not found: {d}")
     if (d / "tokenizer.json").is_file():
-        from tokenizers import Tokenizer
-
-        try:
-            vocab = Tokenizer.from_file(str(d / "tokenizer.json")).get_vocab(with_added_tokens=True)
-        except Exception as e:  # the tokenizers library raises a bare Exception on bad JSON
-            raise UserError(f"{d / 'tokenizer.json'}: cannot read: {e}") from None
-        pieces: list[str | None] = [None] * len(vocab)
-        for piece, i in vocab.items():
-            if not 0 <= i < len(vocab) or pieces[i] is not None:
-                raise UserError(f"{d / 'tokenizer.json'}: token ids are not 0..{len(vocab) - 1} (id {i} of {piece!r})")
-            pieces[i] = piece
-        return pieces  # type: ignore[return-value]
+        return _tokenizer_json_pieces(d / "tokenizer.json")
     if (d / "tokenizer.model").is_file():
         import sentencepiece as spm
 
@@ -115,6 +104,26 @@ def tokenizer_pieces(tokenizer_dir: str | Path) -> list[str]:
             raise UserError(f"{d / 'tokenizer.model'}: not a SentencePiece model: {e}") from None
         return [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     raise UserError(f"{d}: no tokenizer (expected one of {', '.join(TOKENIZER_FILES)})")
+
+
+def _tokenizer_json_pieces(path: Path) -> list[str]:
+    # Plain JSON, not tokenizers.Tokenizer.from_file: 10x faster, and it is only a table lookup.
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        vocab = data["model"]["vocab"]
+        if isinstance(vocab, list):  # Unigram: [[piece, score], ...] in id order
+            vocab = {entry[0]: i for i, entry in enumerate(vocab)}
+        table = dict(vocab)
+        for tok in data.get("added_tokens", []):
+            table[tok["content"]] = tok["id"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, IndexError) as e:
+        raise UserError(f"{path}: not a tokenizer.json with a model vocabulary ({type(e).__name__}: {e})") from None
+    pieces: list[str | None] = [None] * len(table)
+    for piece, i in table.items():
+        if not isinstance(i, int) or not 0 <= i < len(table) or pieces[i] is not None:
+            raise UserError(f"{path}: token ids are not 0..{len(table) - 1} (id {i!r} of {piece!r})")
+        pieces[i] = piece
+    return pieces  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ must give the same totals (the test and ``bench/eval.py`` check it). NLL accumul
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -179,14 +179,15 @@ def score_documents(
     window_tokens: int,
     stride_tokens: int,
     batch_tokens: int = 8192,
-    head_chunk_tokens: int = 2048,
+    head_chunk_tokens: int | None = None,
     pad_id: int = 0,
     progress: bool = False,
     desc: str = "scoring",
 ) -> list[DocScore]:
     """Rolling-window NLL of every document, batched; ``docs_ids[i]`` must start with BOS.
 
-    ``head_chunk_tokens`` bounds the (tokens x vocabulary) logits held at once. Documents with no
+    ``head_chunk_tokens`` bounds the (tokens x vocabulary) logits held at once; None = 256 on CPU
+    (measured fastest there: the logits stay in cache), 8192 on a GPU. Documents with no
     token after BOS get ``DocScore(0, 0.0)``. Result order matches ``docs_ids``.
 
     >>> # scores = score_documents(model, [[1, 306, 763], [1]], window_tokens=512, stride_tokens=256)
@@ -195,6 +196,8 @@ def score_documents(
 
     device = next(model.parameters()).device
     split = _split_head(model)
+    if head_chunk_tokens is None:
+        head_chunk_tokens = 256 if device.type == "cpu" else 8192
     windows = plan_windows(docs_ids, window_tokens, stride_tokens)
     batches = batch_windows(windows, batch_tokens)
     nll = torch.zeros(len(docs_ids), dtype=torch.float64)
@@ -220,12 +223,12 @@ def score_documents(
             token_nll = _token_nll(logits[scored.to(device)], flat_targets)
         per_row = torch.zeros(len(batch), dtype=torch.float64, device=device)
         per_row.index_add_(0, rows, token_nll.double())
-        for w, value in zip(batch, per_row.cpu().tolist()):
+        for w, value in zip(batch, per_row.cpu().tolist(), strict=True):
             nll[w.doc_index] += value
             n_tokens[w.doc_index] += w.n_scored
         bar.update(sum(w.n_scored for w in batch))
     bar.close()
-    return [DocScore(n, v) for n, v in zip(n_tokens, nll.tolist())]
+    return [DocScore(n, v) for n, v in zip(n_tokens, nll.tolist(), strict=True)]
 
 
 @torch.inference_mode()

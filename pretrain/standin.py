@@ -35,11 +35,11 @@ class StandinConfig:
     """Corpus directory: trains on ``train/*.jsonl`` (``text`` field); ``heldout/`` is left alone."""
     out_dir: Path = Path("artifacts/standin")
     """Where the HF model directory goes (replaced atomically)."""
-    hidden_size: int = 192
+    hidden_size: int = 128
     """Model width."""
-    intermediate_size: int = 512
+    intermediate_size: int = 384
     """MLP width."""
-    num_hidden_layers: int = 3
+    num_hidden_layers: int = 2
     """Transformer blocks."""
     num_attention_heads: int = 4
     """Heads (``hidden_size`` must divide by it)."""
@@ -47,7 +47,7 @@ class StandinConfig:
     """RoPE limit written to the config (later stages may use longer blocks than training did)."""
     tie_word_embeddings: bool = False
     """Llama-2 unties ``lm_head``; keep it so the stand-in exercises the same code paths."""
-    seq_len_tokens: int = 256
+    seq_len_tokens: int = 128
     """Training window length."""
     batch_size: int = 8
     """Windows per step."""
@@ -59,9 +59,9 @@ class StandinConfig:
     """Linear warmup steps."""
     weight_decay: float = 0.01
     """AdamW weight decay (matrices only)."""
-    max_steps: int = 1500
+    max_steps: int = 600
     """Stop after this many steps ..."""
-    max_minutes: float = 4.0
+    max_minutes: float = 3.0
     """... or after this much wall time, whichever comes first."""
     max_corpus_chars: int = 0
     """Read at most this many characters of corpus (0: all)."""

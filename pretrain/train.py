@@ -26,7 +26,6 @@ from step N in a new process computes the same losses as an uninterrupted run.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import shutil
 import subprocess
@@ -305,11 +304,11 @@ def run(cfg: TrainConfig) -> int:
     """CLI: check, pack, prepare ``run_dir``, launch the workers, export ``final/``, draw the loss curve."""
     import os
 
-    from zhllama.config import to_dict
-
     from pretrain.data import build_or_load_blocks
     from pretrain.launch import worker_command, worker_env
     from pretrain.logging_utils import LOSS_PNG_NAME, METRICS_NAME, plot_loss, read_metrics
+    from zhllama.artifacts import atomic_write_json
+    from zhllama.config import to_dict
 
     t0 = time.monotonic()
     paths = RunPaths(Path(cfg.run_dir))
@@ -328,8 +327,6 @@ def run(cfg: TrainConfig) -> int:
     spec = {"config": to_dict(cfg), "ds_config": ds_config, "blocks_path": str(blocks.path),
             "n_blocks": len(blocks), "resume_tag": resume_tag}
     spec_path = paths.worker_spec(cfg.launch.node_rank)
-    from zhllama.artifacts import atomic_write_json
-
     atomic_write_json(spec_path, spec)
     cmd = worker_command(cfg.launch, spec_path)
     print(f"launching {cfg.launch.nproc} worker(s) on node {cfg.launch.node_rank}/{cfg.launch.num_nodes}: "

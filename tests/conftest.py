@@ -75,7 +75,10 @@ def _extended_model_bytes(base_path: Path, texts: list[str], n_new: int = 300) -
                 counts[a + b] += 1
     # Every new piece must be reachable by BPE: both characters must already be pieces, and the
     # new pieces score below every base piece so no base merge order changes.
-    min_score = min(p.score for p in m.pieces if p.type == pb.ModelProto.SentencePiece.NORMAL)
+    # (Llama-2's whitespace-run pieces sit apart at -1e9; scores below them would round into a tie.)
+    min_score = min(
+        p.score for p in m.pieces if p.type == pb.ModelProto.SentencePiece.NORMAL and set(p.piece) != {"\u2581"}
+    )
     added = 0
     for bigram, _ in counts.most_common():
         if bigram in have or bigram[0] not in have or bigram[1] not in have:

@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import collections
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,13 +40,21 @@ class MergeTable:
     merges: list[tuple[str, str]]
     """``(left, right)`` pairs, best (highest SentencePiece score) first."""
     ambiguous_tie_pieces: list[str]
-    """Pieces sharing a score with another piece outside a whitespace-like run group: for these,
-    SentencePiece's leftmost-first tie break cannot be expressed as ranks (empty for Llama-2 and
-    for models made by :func:`vocab.merge.merge`)."""
+    """Pieces sharing a score with another piece, other than a complete run group (``▁▁ .. ▁×K``
+    with no length missing): for these SentencePiece's leftmost-first tie break cannot be expressed
+    as ranks, and the export may differ (empty for Llama-2 and for :func:`vocab.merge.merge`'s
+    output; the classic score-0 merge has thousands)."""
 
 
 def _is_char_run(piece: str) -> bool:
     return len(piece) >= 2 and len(set(piece)) == 1
+
+
+def _is_complete_run_group(group: list[str]) -> bool:
+    """True for ``[cc, ccc, ..., c×K]`` with every length 2..K present (Llama-2's whitespace runs)."""
+    if len(group) < 2 or not all(_is_char_run(p) for p in group) or len({p[0] for p in group}) != 1:
+        return False
+    return sorted(map(len, group)) == list(range(2, len(group) + 2))
 
 
 def bpe_merges(m: ModelProto) -> MergeTable:
@@ -62,13 +71,12 @@ def bpe_merges(m: ModelProto) -> MergeTable:
     ambiguous: list[str] = []
     for score in sorted(by_score, reverse=True):
         group = sorted(by_score[score], key=lambda p: vocab[p])
-        if len(group) > 1 and all(_is_char_run(p) for p in group) and len({p[0] for p in group}) == 1:
+        if _is_complete_run_group(group):
             # Runs of one character with one score (Llama-2's ▁▁..▁×16): SentencePiece pops the
-            # leftmost candidate, so the leftmost run absorbs one more char at a time. Ranking
-            # (c×k, c) by descending k makes tokenizers grow the run it just merged first, too.
-            for p in sorted(group, key=len, reverse=True):
-                if p[:-1] in vocab:
-                    merges.append((p[:-1], p[-1]))
+            # leftmost candidate, so the leftmost run absorbs one more char at a time until the
+            # longest run piece; with no length missing, no other split can ever be adjacent.
+            # Ranking (c×k, c) by descending k makes tokenizers grow the run it just merged first.
+            merges.extend((p[:-1], p[-1]) for p in sorted(group, key=len, reverse=True))
             continue
         if len(group) > 1:
             ambiguous.extend(group)
@@ -77,10 +85,8 @@ def bpe_merges(m: ModelProto) -> MergeTable:
     return MergeTable(merges=merges, ambiguous_tie_pieces=ambiguous)
 
 
-def build_backend(m: ModelProto):
-    """The ``tokenizers.Tokenizer`` mirroring SentencePiece model ``m`` (BPE, byte fallback)."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
-
+def check_supported(m: ModelProto) -> None:
+    """Raise ``ValueError`` if ``m`` uses a SentencePiece feature this exporter does not mirror."""
     spec = m.normalizer_spec
     if spec.name not in ("identity", "") or spec.precompiled_charsmap:
         raise ValueError(f"normalizer {spec.name!r} is not supported (only identity, like Llama-2)")
@@ -90,11 +96,26 @@ def build_backend(m: ModelProto):
         raise ValueError("treat_whitespace_as_suffix=True is not supported")
     if any(p.type == USER_DEFINED for p in m.pieces):
         raise ValueError("user-defined pieces are not supported (SentencePiece matches them before BPE)")
+
+
+def build_backend(m: ModelProto):
+    """The ``tokenizers.Tokenizer`` mirroring SentencePiece model ``m`` (BPE, byte fallback)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+
+    check_supported(m)
+    spec = m.normalizer_spec
     vocab = {p.piece: i for i, p in enumerate(m.pieces)}
     if len(vocab) != len(m.pieces):
         raise ValueError("duplicate pieces in the model")
     unk = m.pieces[m.trainer_spec.unk_id].piece
     table = bpe_merges(m)
+    if table.ambiguous_tie_pieces:
+        warnings.warn(
+            f"{len(table.ambiguous_tie_pieces)} pieces share a score with another piece (e.g. "
+            f"{table.ambiguous_tie_pieces[:3]}); SentencePiece breaks such ties leftmost-first, which BPE "
+            "ranks cannot express: the HF tokenizer may differ from SentencePiece where they compete",
+            stacklevel=3,
+        )
     bpe = models.BPE(
         vocab=vocab, merges=table.merges, unk_token=unk, fuse_unk=True,
         byte_fallback=m.trainer_spec.byte_fallback,
@@ -166,20 +187,21 @@ EDGE_STRINGS: tuple[str, ...] = (
 special tokens written as text, digits, full-width forms, emoji, combining marks, control chars."""
 
 
-def parity_mismatches(tok, model_bytes: bytes, texts: list[str]) -> list[str]:
-    """The texts on which the HF tokenizer ``tok`` and SentencePiece ``model_bytes`` disagree,
-    either on ids (``tok`` adds BOS; SentencePiece gets it prepended) or on decoding those ids.
+def parity_mismatches(tok, model, texts: list[str]) -> list[str]:
+    """The texts on which the HF tokenizer ``tok`` and SentencePiece ``model`` (model bytes or a
+    loaded ``SentencePieceProcessor``) disagree, on ids (``tok`` adds BOS; SentencePiece gets it
+    prepended) or on decoding those ids.
 
     >>> parity_mismatches(build_hf_tokenizer(b), b, list(EDGE_STRINGS))  # doctest: +SKIP
     []
     """
     import sentencepiece as spm
 
-    sp = spm.SentencePieceProcessor(model_proto=model_bytes)
+    sp = model if isinstance(model, spm.SentencePieceProcessor) else spm.SentencePieceProcessor(model_proto=model)
     bos = [sp.bos_id()] if sp.bos_id() >= 0 else []
-    hf_ids = tok(list(texts), add_special_tokens=True)["input_ids"]
-    bad = []
-    for text, got, want in zip(texts, hf_ids, sp.encode(list(texts))):
-        if got != bos + want or tok.decode(got, skip_special_tokens=True) != sp.decode(want):
-            bad.append(text)
-    return bad
+    texts = list(texts)
+    hf_ids = tok(texts, add_special_tokens=True)["input_ids"]
+    sp_ids = sp.encode(texts)
+    hf_text = tok.batch_decode(hf_ids, skip_special_tokens=True)
+    sp_text = sp.decode(sp_ids)
+    return [t for t, a, b, x, y in zip(texts, hf_ids, sp_ids, hf_text, sp_text, strict=True) if a != bos + b or x != y]

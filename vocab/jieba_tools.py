@@ -18,6 +18,7 @@ Two uses of jieba when training the Chinese BPE (see ``vocab/train.py`` and docs
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -72,24 +73,50 @@ def load_dict_words(path: str | Path | None = None, top_words: int = 0, min_char
 
     ``path=None`` reads jieba's bundled ``dict.txt``; ``top_words=0`` keeps every word. Only words of at
     least ``min_chars`` characters containing Han are kept (single characters are covered by the
-    character vocabulary anyway). Example: ``load_dict_words(top_words=3)[0][0] == "我们"``-like.
+    character vocabulary anyway). Example: ``load_dict_words(top_words=2) == [("一个", 142747), ("中国", 129470)]``.
     """
     p = Path(path) if path else default_dict_path()
     if not p.is_file():
         raise UserError(f"jieba dictionary not found: {p}")
+    words = _read_dict(str(p.resolve()), p.stat().st_mtime_ns, min_chars)
+    return list(words[:top_words] if top_words > 0 else words)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_dict(path: str, mtime_ns: int, min_chars: int) -> tuple[tuple[str, int], ...]:
+    # Cached: parsing jieba's 349k-line dict.txt takes ~1 s and train + report both read it.
     words: list[tuple[str, int]] = []
-    with open(p, encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             parts = line.split()
             if not parts:
                 continue
             if len(parts) < 2 or not parts[1].isdigit():
-                raise UserError(f"{p}:{lineno}: expected 'word freq [tag]', got {line.strip()!r}")
+                raise UserError(f"{path}:{lineno}: expected 'word freq [tag]', got {line.strip()!r}")
             word, freq = parts[0], int(parts[1])
             if freq > 0 and len(word) >= min_chars and has_han(word):
                 words.append((word, freq))
     words.sort(key=lambda wf: (-wf[1], wf[0]))
-    return words[:top_words] if top_words > 0 else words
+    return tuple(words)
+
+
+def with_traditional_variants(words: Iterable[tuple[str, int]], config: str = "s2t") -> list[tuple[str, int]]:
+    """Each ``(word, freq)`` followed by its OpenCC Traditional form (same freq) when that differs.
+
+    jieba's dictionary is Simplified; a corpus with Traditional text (zh-TW Wikipedia) gets its
+    Traditional words from this. Example: ``[("中国", 5)] -> [("中国", 5), ("中國", 5)]``.
+    """
+    import opencc
+
+    converter = opencc.OpenCC(config)
+    out: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    for word, freq in words:
+        for form in (word, converter.convert(word)):
+            if form not in seen:
+                seen.add(form)
+                out.append((form, freq))
+    return out
 
 
 def dict_training_lines(

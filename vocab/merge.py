@@ -3,8 +3,8 @@
 Why not the classic merge (:func:`classic_merge`: append every missing piece with score 0)?
 SentencePiece BPE repeatedly merges the adjacent pair whose merged piece has the HIGHEST score.
 Llama-2's scores are all negative, so a score-0 piece outranks every base merge: with a Chinese
-model that learned ``20`` and ``23``, ``"2023"`` becomes ``▁``, ``20``, ``23`` instead of four
-digits, and English text changes too.
+model that learned ``20``, ``"2023"`` becomes ``20 2 3`` instead of four digits, and English
+changes too (``Norgay``: ``▁N org ay`` -> ``▁Nor g ay`` through the Chinese model's ``▁Nor``).
 
 :func:`merge` keeps four invariants instead (each one is a test in tests/vocab/test_merge.py):
 
@@ -35,7 +35,6 @@ Example::
 from __future__ import annotations
 
 import collections
-import json
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -70,6 +69,9 @@ class MergeConfig:
     """Corpus stage output: ``train/*.jsonl`` (character counts) and ``heldout/heldout.jsonl`` (curve, report)."""
     english_file: Path = Path("tests/data/english.txt")
     """English text for the report and the "English unchanged" check (one document per line)."""
+    extra_texts: list[Path] = field(default_factory=list)
+    """More text sets for the report only (``.jsonl``, SQuAD ``.json`` or one document per line),
+    e.g. out-of-domain Chinese; named by file stem. They play no part in choosing the size."""
     out_dir: Path = Path("artifacts/tokenizer")
     """Output dir (replaced atomically): tokenizer.model, HF files, report.{json,md,png}, meta.json."""
     max_total_pieces: int = 55296
@@ -80,7 +82,7 @@ class MergeConfig:
     """``meet_peer``: the fewest multi-character pieces whose held-out tokens/char is no higher than
     the peer's (all of them if that is never reached); ``all``: every candidate that fits."""
     curve_points: int = 12
-    """Sizes measured on the pieces-added vs tokens/char curve (geometric grid)."""
+    """Sizes per grid on the pieces-added vs tokens/char curve (a geometric and a linear grid)."""
     max_heldout_docs: int = 0
     """Use at most this many held-out documents for the curve and report (0 = all)."""
     parity_check: bool = True
@@ -178,11 +180,11 @@ def candidate_pieces(
         ((p.score, i, p.piece) for i, p in enumerate(zh.pieces) if p.type == NORMAL), key=lambda t: (-t[0], t[1])
     )
     words: list[str] = []
-    char_weight: collections.Counter[str] = collections.Counter()
+    zh_rank: dict[str, int] = {}  # Chinese characters the zh model has or needs, in zh order
     for rank, (_, _, piece) in enumerate(zh_normal):
         if len(piece) == 1:
             if is_chinese_char(piece) and piece not in base_pieces:
-                char_weight[piece] += len(zh_normal) - rank  # zh's own characters rank by zh order
+                zh_rank.setdefault(piece, rank)
             continue
         if piece in base_pieces:
             skipped["in_base"] += 1
@@ -198,12 +200,14 @@ def candidate_pieces(
             words.append(piece)
             for c in piece:
                 if c not in base_pieces:
-                    char_weight[c] += 0  # must be a piece (BPE starts from characters)
-    for c, n in (char_counts or {}).items():
-        if n >= min_char_count and len(c) == 1 and is_chinese_char(c) and c not in base_pieces:
-            char_weight[c] += n
-    chars = sorted(char_weight, key=lambda c: (-char_weight[c], c))
-    return Candidates(chars=chars, words=words, skipped=dict(skipped))
+                    zh_rank.setdefault(c, rank)  # must be a piece: BPE starts from characters
+    counts = char_counts or {}
+    chars = set(zh_rank) | {
+        c for c, n in counts.items() if n >= min_char_count and len(c) == 1 and is_chinese_char(c) and c not in base_pieces
+    }
+    # Most frequent in the corpus first, then the zh model's order: what a size cap cuts is the rarest.
+    chars_sorted = sorted(chars, key=lambda c: (-counts.get(c, 0), zh_rank.get(c, len(zh_normal)), c))
+    return Candidates(chars=chars_sorted, words=words, skipped=dict(skipped))
 
 
 def _score_floor(base: ModelProto) -> float:
@@ -214,7 +218,8 @@ def _score_floor(base: ModelProto) -> float:
 
 def assemble(base: ModelProto, chars: Iterable[str], words: Iterable[str]) -> ModelProto:
     """Base pieces unchanged, then ``chars``, then ``words`` (merge order) with unique scores
-    descending from just below the base's lowest non-whitespace score.
+    descending from just below the base's lowest non-whitespace score. The additions must be new
+    and distinct (as :func:`candidate_pieces` returns them); SentencePiece refuses duplicates.
 
     >>> m = assemble(base, ["𠮷"], ["中国"])  # doctest: +SKIP
     >>> m.pieces[-1].piece, m.pieces[-1].score < m.pieces[-2].score
@@ -222,9 +227,6 @@ def assemble(base: ModelProto, chars: Iterable[str], words: Iterable[str]) -> Mo
     """
     out = copy_model(base)
     chars, words = list(chars), list(words)
-    clash = ({p.piece for p in base.pieces} & {*chars, *words}) or (len({*chars, *words}) < len(chars) + len(words))
-    if clash:
-        raise ValueError(f"duplicate pieces: {sorted(clash) if isinstance(clash, set) else 'within the additions'}")
     top = math.floor(_score_floor(base)) - 1.0
     # Words score in merge order (that order is what BPE uses); characters score below all words:
     # a character is never the result of a merge, so its score only has to be unique.
@@ -234,6 +236,11 @@ def assemble(base: ModelProto, chars: Iterable[str], words: Iterable[str]) -> Mo
     for k, piece in enumerate(words):
         p = out.pieces.add()
         p.piece, p.type, p.score = piece, NORMAL, top - k
+    # Scores are float32 in the proto: far from 0 consecutive integers collapse into ties, which
+    # SentencePiece breaks leftmost-first and the HF export cannot mirror. Read them back to check.
+    added = out.pieces[len(base.pieces):]
+    if len({p.score for p in added}) != len(added):
+        raise ValueError(f"added scores are not unique in float32 below {top} (base scores too low?)")
     return out
 
 
@@ -255,7 +262,7 @@ def dead_pieces(m: ModelProto, ids: Iterable[int]) -> list[int]:
     sp = _sp(m, dummy_prefix=False)
     texts = [m.pieces[i].piece.replace(SPIECE_UNDERLINE, " ") for i in ids]
     encoded = sp.encode(texts)
-    return [i for i, got in zip(ids, encoded) if got != [i]]
+    return [i for i, got in zip(ids, encoded, strict=True) if got != [i]]
 
 
 def prune_dead(base: ModelProto, chars: list[str], words: list[str]) -> tuple[list[str], list[str]]:
@@ -271,30 +278,41 @@ def prune_dead(base: ModelProto, chars: list[str], words: list[str]) -> tuple[li
         words = [w for k, w in enumerate(words) if first + k not in dead]
 
 
+def plan(
+    base: ModelProto, zh: ModelProto, cfg: MergeConfig, char_counts: Mapping[str, int] | None = None
+) -> tuple[Candidates, list[str], list[str]]:
+    """Candidates, then reachable words that fit in ``cfg.max_total_pieces``, then removed dead words."""
+    cands = candidate_pieces(base, zh, char_counts, cfg.min_char_count)
+    room = max(cfg.max_total_pieces - len(base.pieces), 0)
+    if len(cands.chars) > room:  # a cap below the character count: keep words whose chars stay pieces
+        cands.chars = cands.chars[:room]
+        have = set(cands.chars) | set(mergeable_pieces(base))
+        cands.words = [w for w in cands.words if all(c in have for c in w)]
+    words, removed = prune_dead(base, cands.chars, cands.words)
+    return cands, words[: room - len(cands.chars)], removed
+
+
 def merge(
     base: ModelProto,
     zh: ModelProto,
     cfg: MergeConfig,
     char_counts: Mapping[str, int] | None = None,
     n_words: int | None = None,
+    planned: tuple[Candidates, list[str], list[str]] | None = None,
 ) -> tuple[ModelProto, MergeReport]:
     """Merge ``zh`` into ``base`` keeping the invariants in the module docstring.
 
     ``n_words``: how many multi-character candidates (in merge order) to add; None = as many as
     fit in ``cfg.max_total_pieces``. ``char_counts``: corpus character counts (see
-    :func:`candidate_pieces`). Inputs are not modified.
+    :func:`candidate_pieces`). ``planned``: a :func:`plan` result to reuse. Inputs are not modified.
     """
-    cands = candidate_pieces(base, zh, char_counts, cfg.min_char_count)
-    words, removed = prune_dead(base, cands.chars, cands.words)
-    room = cfg.max_total_pieces - len(base.pieces)
-    chars = cands.chars[: max(room, 0)]
-    limit = max(room - len(chars), 0)
-    words = words[: min(limit, len(words) if n_words is None else n_words)]
-    merged = assemble(base, chars, words)
+    cands, words, removed = planned or plan(base, zh, cfg, char_counts)
+    words = words if n_words is None else words[:n_words]
+    merged = assemble(base, cands.chars, words)
     added = merged.pieces[len(base.pieces):]
     report = MergeReport(
-        base_pieces=len(base.pieces), zh_pieces=len(zh.pieces), added_chars=len(chars), added_words=len(words),
-        total_pieces=len(merged.pieces), skipped=cands.skipped, dead_removed=removed,
+        base_pieces=len(base.pieces), zh_pieces=len(zh.pieces), added_chars=len(cands.chars),
+        added_words=len(words), total_pieces=len(merged.pieces), skipped=cands.skipped, dead_removed=removed,
         score_range=(max((p.score for p in added), default=0.0), min((p.score for p in added), default=0.0)),
     )
     return merged, report
@@ -326,26 +344,30 @@ def size_curve(
     return rows
 
 
-def geometric_sizes(n_max: int, points: int) -> list[int]:
-    """0, then ``points - 1`` sizes spaced geometrically up to ``n_max``.
+def curve_sizes(n_max: int, points: int) -> list[int]:
+    """0, ``points - 1`` sizes spaced geometrically up to ``n_max`` (detail where each piece gains
+    most) and ``points - 1`` spaced linearly (detail near the top).
 
-    >>> geometric_sizes(1000, 4)
-    [0, 10, 100, 1000]
+    >>> curve_sizes(1000, 4)
+    [0, 10, 100, 333, 667, 1000]
     """
     if n_max <= 0:
         return [0]
     lo = min(10, n_max)
     steps = max(points - 1, 1)
-    return sorted({0, *(round(lo * (n_max / lo) ** (k / max(steps - 1, 1))) for k in range(steps))})
+    geometric = {round(lo * (n_max / lo) ** (k / max(steps - 1, 1))) for k in range(steps)}
+    linear = {round(n_max * k / steps) for k in range(1, steps + 1)}
+    return sorted({0} | geometric | linear)
 
 
 def choose_size(
     base: ModelProto, chars: list[str], words: list[str], texts: list[str], target_tokens_per_char: float | None,
     points: int = 12,
 ) -> tuple[int, list[dict]]:
-    """Fewest words meeting ``target_tokens_per_char`` on ``texts`` (bisection between grid points);
+    """Fewest words meeting ``target_tokens_per_char`` on ``texts`` (:func:`curve_sizes` grid, then
+    bisection between the last size that misses and the first that meets it);
     all words if the target is None or never met. Returns (n_words, measured curve rows)."""
-    curve = size_curve(base, chars, words, texts, geometric_sizes(len(words), points))
+    curve = size_curve(base, chars, words, texts, curve_sizes(len(words), points))
     if target_tokens_per_char is None:
         return len(words), curve
     meeting = [r for r in curve if r["tokens_per_char"] <= target_tokens_per_char]
@@ -370,10 +392,11 @@ def non_chinese_changes(base: ModelProto, merged: ModelProto, texts: Iterable[st
     """The texts without Chinese characters whose ids differ between ``base`` and ``merged``."""
     texts = [t for t in texts if not any(is_chinese_char(c) for c in t)]
     a, b = _sp(base).encode(texts), _sp(merged).encode(texts)
-    return [t for t, x, y in zip(texts, a, b) if x != y]
+    return [t for t, x, y in zip(texts, a, b, strict=True) if x != y]
 
 
-def plot_curve(curve: list[dict], chosen_words: int, target_tokens_per_char: float | None, base_pieces: int):
+def plot_curve(curve: list[dict], chosen_words: int, target_tokens_per_char: float | None, base_pieces: int,
+               base_tokens_per_char: float | None = None):
     """A matplotlib Figure: held-out tokens/char vs merged vocabulary size, the target and the choice."""
     import matplotlib
 
@@ -381,7 +404,10 @@ def plot_curve(curve: list[dict], chosen_words: int, target_tokens_per_char: flo
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot([r["total_pieces"] for r in curve], [r["tokens_per_char"] for r in curve], "o-", ms=3, label="zhllama merge")
+    ax.plot([r["total_pieces"] for r in curve], [r["tokens_per_char"] for r in curve], "o-", ms=3,
+            label="zhllama merge (first point: characters only)")
+    if base_tokens_per_char is not None:
+        ax.plot([base_pieces], [base_tokens_per_char], "s", color="gray", label="Llama-2 base")
     if target_tokens_per_char is not None:
         ax.axhline(target_tokens_per_char, color="tab:red", ls="--", lw=1, label="peer (Chinese-LLaMA-2, 55,296)")
     chosen = [r for r in curve if r["added_words"] == chosen_words]
@@ -441,7 +467,8 @@ def _merge_markdown(summary: dict) -> str:
     if t["met"] is not None:
         lines += ["", f"Target {'MET' if t['met'] else 'MISSED'}: ours/peer tokens per char = "
                   f"{t['ours_vs_peer']:.4f} ({100 * (t['ours_vs_peer'] - 1):+.2f}%), "
-                  f"with {t['peer_pieces'] - r['total_pieces']:+,} pieces fewer than the peer."]
+                  f"with {r['total_pieces']:,} pieces vs the peer's {t['peer_pieces']:,} "
+                  f"({r['total_pieces'] - t['peer_pieces']:+,})."]
     lines += ["", "## Invariant checks at build time", ""]
     lines += [f"- {k}: {v}" for k, v in summary["checks"].items()]
     lines += ["", "## Size curve (held-out)", "", "![curve](curve.png)", "",
@@ -453,7 +480,7 @@ def _merge_markdown(summary: dict) -> str:
 
 def run(cfg: MergeConfig) -> dict:
     """CLI: base + Chinese model -> ``out_dir`` with tokenizer.model, HF files, report.*, curve.png, meta.json."""
-    from vocab.export import EDGE_STRINGS, build_hf_tokenizer, export_hf, parity_mismatches
+    from vocab.export import EDGE_STRINGS, check_supported, export_hf, parity_mismatches
     from vocab.report import compare, load_texts, plot, to_markdown
     from vocab.train import corpus_files
     from zhllama.artifacts import atomic_dir, atomic_write_json, atomic_write_text, sha256_bytes, write_meta
@@ -465,22 +492,21 @@ def run(cfg: MergeConfig) -> dict:
     heldout_path = existing_file(Path(cfg.corpus_dir) / "heldout" / "heldout.jsonl", "held-out corpus")
     english_path = existing_file(cfg.english_file, "English text")
     try:
-        build_hf_tokenizer(base_bytes)  # fail early on a base the exporter cannot mirror
+        check_supported(base)  # fail early on a base the HF exporter cannot mirror
     except ValueError as e:
         raise UserError(f"base model {cfg.base_model}: {e}") from None
     train_files = corpus_files(cfg.corpus_dir)
     heldout = load_texts(heldout_path, cfg.max_heldout_docs)
     english = load_texts(english_path)
+    extra = {Path(p).stem: load_texts(existing_file(p, "extra text")) for p in cfg.extra_texts}
     counts = _char_counts(train_files)
 
-    cands = candidate_pieces(base, zh, counts, cfg.min_char_count)
-    words, _ = prune_dead(base, cands.chars, cands.words)
-    room_words = max(cfg.max_total_pieces - len(base.pieces) - len(cands.chars), 0)
-    words = words[:room_words]
+    planned = plan(base, zh, cfg, counts)
+    cands, words, _ = planned
     peer_tpc = tokens_per_char(peer, heldout) if peer is not None else None
     target = peer_tpc if cfg.size_rule == "meet_peer" else None
     n_words, curve = choose_size(base, cands.chars, words, heldout, target, cfg.curve_points)
-    merged, report = merge(base, zh, cfg, counts, n_words=n_words)
+    merged, report = merge(base, zh, cfg, counts, n_words=n_words, planned=planned)
     merged_bytes = merged.SerializeToString()
 
     ours_tpc = tokens_per_char(merged, heldout)
@@ -494,7 +520,7 @@ def run(cfg: MergeConfig) -> dict:
     # Invariants re-checked on the real output (tests check them independently on fixtures).
     checks = {
         "base_pieces_identical": all(
-            (a.piece, a.score, a.type) == (b.piece, b.score, b.type) for a, b in zip(base.pieces, merged.pieces)
+            (a.piece, a.score, a.type) == (b.piece, b.score, b.type) for a, b in zip(base.pieces, merged.pieces[: len(base.pieces)], strict=True)
         ),
         "no_duplicate_pieces": len({p.piece for p in merged.pieces}) == len(merged.pieces),
         "dead_added_pieces": len(dead_pieces(merged, range(len(base.pieces), len(merged.pieces)))),
@@ -520,7 +546,7 @@ def run(cfg: MergeConfig) -> dict:
         if peer is not None:
             tokenizers["chinese-llama2 (peer)"] = peer_bytes
         tokenizers["zhllama (ours)"] = merged_bytes
-        comparison = compare(tokenizers, {"heldout": heldout, "english": english}, base="llama2")
+        comparison = compare(tokenizers, {"heldout": heldout, "english": english, **extra}, base="llama2")
         summary = {
             "merge": asdict(report),
             "size_rule": cfg.size_rule, "size_reason": reason, "max_total_pieces": cfg.max_total_pieces,
@@ -537,7 +563,7 @@ def run(cfg: MergeConfig) -> dict:
         atomic_write_json(tmp / "report.json", summary)
         atomic_write_text(tmp / "report.md", _merge_markdown(summary) + "\n" + to_markdown(comparison))
         plot(comparison).savefig(tmp / "report.png", dpi=120)
-        plot_curve(curve, n_words, peer_tpc, len(base.pieces)).savefig(tmp / "curve.png", dpi=120)
+        plot_curve(curve, n_words, peer_tpc, len(base.pieces), summary["target"]["base_tokens_per_char"]).savefig(tmp / "curve.png", dpi=120)
         inputs = {"base_model": sha256_bytes(base_bytes), "zh_model": sha256_bytes(zh_bytes),
                   "heldout": sha256_bytes(heldout_path.read_bytes()), "english": sha256_bytes(english_path.read_bytes())}
         if peer is not None:

@@ -21,10 +21,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vocab.jieba_tools import HAN_RE, has_han, load_dict_words
 from zhllama.artifacts import atomic_dir, atomic_write_json, atomic_write_text, sha256_bytes, write_meta
 from zhllama.cli import UserError
-
-from vocab.jieba_tools import HAN_RE, has_han, load_dict_words
 
 #: Buckets of added-piece lengths (characters, not counting a leading ``▁``).
 LENGTH_BUCKETS = ("1", "2", "3", "4", "5+")
@@ -96,7 +95,7 @@ def _tokenizer_summary(model_bytes: bytes, base_pieces: set[str], words: list[tu
         total_freq = sum(f for _, f in words)
         out["jieba_words_single_piece_share"] = sum(single) / len(words)
         out["jieba_words_single_piece_share_freq_weighted"] = (
-            sum(f for (_, f), s in zip(words, single) if s) / total_freq
+            sum(f for (_, f), s in zip(words, single, strict=True) if s) / total_freq
         )
     return out
 
@@ -178,7 +177,7 @@ def compare(
             han = [c for d in docs for c in HAN_RE.findall(d)]
             lines = _non_chinese_lines(docs)
             line_ids = sp.encode(lines) if lines else []
-            same = sum(a == b for a, b in zip(line_ids, base_line_ids[text_name]))
+            same = sum(a == b for a, b in zip(line_ids, base_line_ids[text_name], strict=True))
             decoded = sp.decode(ids)
             per_text[text_name] = {
                 "tokens": tokens,
@@ -188,10 +187,10 @@ def compare(
                 "unk_share": _ratio(sum(1 for s in ids for i in s if i == sp.unk_id()), tokens),
                 "han_char_coverage": _ratio(sum(1 for c in han if c in single_chars), len(han)),
                 "non_chinese_lines_same_as_base": _ratio(same, len(lines)) if lines else None,
-                "lossless_share": sum(a == b for a, b in zip(decoded, docs)) / len(docs),
+                "lossless_share": sum(a == b for a, b in zip(decoded, docs, strict=True)) / len(docs),
             }
         result["metrics"][name] = per_text
-    for name, per_text in result["metrics"].items():
+    for per_text in result["metrics"].values():
         for text_name, m in per_text.items():
             m["tokens_vs_base"] = _ratio(m["tokens"], result["metrics"][base][text_name]["tokens"])
     return result
@@ -378,8 +377,8 @@ def run(cfg: ReportConfig) -> dict:
     start = time.perf_counter()
     tok_names = _unique_names(cfg.tokenizer, cfg.names, "tokenizer", _tokenizer_name)
     text_names = _unique_names(cfg.text, cfg.text_names, "text", lambda p: p.stem)
-    tokenizers = {n: load_tokenizer_bytes(p) for n, p in zip(tok_names, cfg.tokenizer)}
-    texts = {n: load_texts(p, cfg.max_docs_per_text) for n, p in zip(text_names, cfg.text)}
+    tokenizers = {n: load_tokenizer_bytes(p) for n, p in zip(tok_names, cfg.tokenizer, strict=True)}
+    texts = {n: load_texts(p, cfg.max_docs_per_text) for n, p in zip(text_names, cfg.text, strict=True)}
     result = compare(tokenizers, texts, base=cfg.base or None, jieba_words=cfg.jieba_words)
     fig = plot(result)
     with atomic_dir(cfg.out_dir) as tmp:
@@ -387,7 +386,7 @@ def run(cfg: ReportConfig) -> dict:
         atomic_write_text(tmp / "report.md", to_markdown(result))
         fig.savefig(tmp / "report.png", dpi=120)
         inputs = {f"tokenizer:{n}": result["tokenizers"][n]["sha256"] for n in tok_names}
-        inputs.update({f"text:{n}": sha256_bytes(Path(p).read_bytes()) for n, p in zip(text_names, cfg.text)})
+        inputs.update({f"text:{n}": sha256_bytes(Path(p).read_bytes()) for n, p in zip(text_names, cfg.text, strict=True)})
         write_meta(tmp, config=cfg, inputs=inputs)
     import matplotlib.pyplot as plt
 

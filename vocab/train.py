@@ -26,10 +26,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from vocab.jieba_tools import (
+    DEFAULT_DELIMITER,
+    dict_training_lines,
+    load_dict_words,
+    mark_word_boundaries,
+    with_traditional_variants,
+)
 from zhllama.artifacts import atomic_dir, atomic_write_bytes, atomic_write_json, sha256_file, write_meta
 from zhllama.cli import UserError
-
-from vocab.jieba_tools import DEFAULT_DELIMITER, dict_training_lines, load_dict_words, mark_word_boundaries
 
 
 @dataclass
@@ -58,17 +63,19 @@ class TrainConfig:
     """Pre-segment training sentences with jieba so no BPE piece crosses a jieba word boundary."""
     jieba_hmm: bool = False
     """Let jieba's HMM guess out-of-dictionary words while pre-segmenting."""
-    jieba_dict_words: int = 0
+    jieba_dict_words: int = 20000
     """Add the N most frequent Han words of the jieba dictionary as weighted extra input (0 = off)."""
     jieba_dict_weight: float = 0.1
     """Character mass of the dictionary input relative to the sampled corpus characters."""
+    jieba_dict_traditional: bool = False
+    """Also add each dictionary word's OpenCC Traditional form (same count): jieba's dict is Simplified."""
     jieba_dict_path: Path | None = None
     """A jieba-format dictionary (``word freq [tag]`` lines); null = the one shipped with jieba."""
     min_chars_per_piece: float = 20.0
     """Refuse to train when the sample has fewer characters than this times ``vocab_size``: a BPE on
     too little text memorises whole sentences instead of learning reusable pieces."""
     model_type: str = "bpe"
-    """SentencePiece algorithm; Llama-2 is ``bpe`` and the merge assumes it."""
+    """SentencePiece algorithm: ``bpe`` (Llama-2's; the merge requires it) or ``unigram`` (experiments only)."""
     byte_fallback: bool = True
     """Unknown characters become ``<0xNN>`` byte pieces (Llama-2: true)."""
     split_digits: bool = True
@@ -196,6 +203,8 @@ def training_lines(sentences: Iterable[str], cfg: TrainConfig, progress: bool = 
         lines.append(f"{s}\t1")
     if cfg.jieba_dict_words > 0:
         words = load_dict_words(cfg.jieba_dict_path, cfg.jieba_dict_words)
+        if cfg.jieba_dict_traditional:
+            words = with_traditional_variants(words)
         lines.extend(dict_training_lines(words, corpus_chars, cfg.jieba_dict_weight, DEFAULT_DELIMITER))
     return lines
 
@@ -213,12 +222,15 @@ def check_sample_size(sentences: list[str], cfg: TrainConfig) -> None:
         )
 
 
-def train_bpe(sentences: Iterable[str], cfg: TrainConfig, progress: bool = False) -> bytes:
+def train_bpe(
+    sentences: Iterable[str], cfg: TrainConfig, progress: bool = False, stats: dict | None = None
+) -> bytes:
     """Train a SentencePiece model on ``sentences``; return the serialized ``ModelProto``.
 
     Pure and deterministic: same sentences + config -> same bytes. Control ids follow Llama-2
     (unk 0, bos 1, eos 2, no pad). Raises :class:`UserError` when the text is too small for the
-    requested size or SentencePiece refuses the settings. Example::
+    requested size or SentencePiece refuses the settings. ``stats`` (optional) receives
+    ``training_lines``, ``dictionary_lines`` and ``sentencepiece_seconds``. Example::
 
         model_bytes = train_bpe(["数学是研究数量的学科。"] * 1000, TrainConfig(vocab_size=300, min_chars_per_piece=1))
     """
@@ -232,6 +244,7 @@ def train_bpe(sentences: Iterable[str], cfg: TrainConfig, progress: bool = False
     lines = training_lines(sentences, cfg, progress=progress)
     max_line_bytes = max(len(line.encode("utf-8")) for line in lines)
     out = io.BytesIO()
+    start = time.perf_counter()
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines),
@@ -261,6 +274,9 @@ def train_bpe(sentences: Iterable[str], cfg: TrainConfig, progress: bool = False
     except RuntimeError as e:
         msg = str(e).split("]", 1)[-1].strip() or str(e)
         raise UserError(f"SentencePiece could not train vocab_size={cfg.vocab_size}: {msg}") from None
+    if stats is not None:
+        stats.update(training_lines=len(lines), dictionary_lines=len(lines) - len(sentences),
+                     sentencepiece_seconds=round(time.perf_counter() - start, 2))
     model = pb.ModelProto()
     model.ParseFromString(out.getvalue())
     # The delimiter is a training-time device only; clear it so nothing downstream could ever apply
@@ -326,7 +342,7 @@ def run(cfg: TrainConfig) -> dict:
     docs = tqdm(iter_jsonl_texts(files), desc=f"sampling {len(files)} shard(s)", unit="doc", mininterval=1.0)
     sentences = sample_sentences(docs, cfg, stats)
     docs.close()
-    model_bytes = train_bpe(sentences, cfg, progress=True)
+    model_bytes = train_bpe(sentences, cfg, progress=True, stats=stats)
     del sentences
     seconds = time.perf_counter() - start
     summary = {

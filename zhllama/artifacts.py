@@ -28,6 +28,13 @@ from zhllama.config import to_dict
 
 META_NAME = "meta.json"
 
+def _default_mode(is_dir: bool) -> int:
+    # mkstemp/mkdtemp create 0600/0700 files; artifacts should get the usual umask-based modes.
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if is_dir else 0o666) & ~umask
+
+
 _TRACKED_PACKAGES = (
     "torch", "transformers", "tokenizers", "datasets", "deepspeed", "peft", "accelerate",
     "sentencepiece", "jieba", "opencc", "datasketch", "wikiextractor", "protobuf", "numpy",
@@ -83,6 +90,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
+        os.fchmod(fd, _default_mode(is_dir=False))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -114,6 +122,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    os.chmod(tmp, _default_mode(is_dir=True))
     try:
         yield tmp
     except BaseException:

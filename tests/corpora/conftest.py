@@ -76,3 +76,14 @@ def write_multistream_dump(path: Path, pages=PAGES) -> Path:
 def wiki_dump(tmp_path_factory) -> Path:
     """A 5-page multistream zhwiki dump: 2 articles, a redirect, a template and a talk page."""
     return write_multistream_dump(tmp_path_factory.mktemp("wikidump") / "zhwiki-20240101-pages-articles-multistream.xml.bz2")
+
+
+@pytest.fixture(scope="session")
+def make_wiki_dump():
+    """Factory: ``make_wiki_dump(path, n_articles)`` writes a dump of ``n_articles`` article pages."""
+
+    def make(path: Path, n_articles: int) -> Path:
+        pages = [(i, f"条目{i}", 0, False, ARTICLE_WIKITEXT * 3) for i in range(100, 100 + n_articles)]
+        return write_multistream_dump(path, pages)
+
+    return make

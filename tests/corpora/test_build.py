@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from corpora.build import BuildConfig, heldout_split, run
+from corpora.build import BuildConfig, SourceConfig, heldout_split, run
 from corpora.clean import to_simplified
 from corpora.dedup import text_digest
 from corpora.shards import iter_corpus_records, iter_corpus_texts, load_manifest
@@ -106,15 +106,18 @@ def test_meta_json_describes_the_corpus(default_corpus):
     assert meta["config"]["heldout_fraction"] == 0.05
     assert meta["inputs_sha256"] == load_manifest(default_corpus)["inputs_sha256"]
     assert "opencc" in meta["versions"] or "datasketch" in meta["versions"]
+    report = (default_corpus / "report.md").read_text(encoding="utf-8")
+    m = load_manifest(default_corpus)
+    for name, src in m["sources"].items():
+        assert f"| {name} | {src['documents']['read']:,} | {src['documents']['written']:,} |" in report
 
 
 def test_same_output_with_one_or_two_workers(tmp_path, data_dir):
-    sources = [{"name": "zhwiki", "format": "wikiextractor", "paths": ["zhwiki/jastfkjg_wiki_00.jsonl"]},
-               {"name": "cmrc2018", "format": "squad", "paths": ["cmrc2018/cmrc2018_trial.json"]}]
+    sources = [{"name": "cmrc2018", "format": "squad", "paths": ["cmrc2018/cmrc2018_trial.json"]}]
     outs = []
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
-        run(_cfg(data_dir, out, sources=sources, num_workers=workers, batch_documents=16, shard_max_documents=100))
+        run(_cfg(data_dir, out, sources=sources, num_workers=workers, batch_documents=16, shard_max_documents=60))
         outs.append(out)
     a, b = outs
     files = sorted(p.relative_to(a) for p in a.rglob("*.jsonl"))
@@ -159,7 +162,7 @@ MESSY_SOURCES = [
 
 def test_every_format_and_counted_problem_in_one_build(tmp_path, messy_data):
     out = tmp_path / "corpus"
-    run(_cfg(messy_data, out, sources=MESSY_SOURCES, num_workers=1, heldout_fraction=0.0))
+    run(_cfg(messy_data, out, sources=MESSY_SOURCES, num_workers=2, batch_documents=2, heldout_fraction=0.0))
     m = load_manifest(out)
     for name, src in m["sources"].items():
         _assert_identity(src, name)
@@ -171,6 +174,7 @@ def test_every_format_and_counted_problem_in_one_build(tmp_path, messy_data):
     # deduplicated together and the earlier source (text) keeps it.
     assert rej["text"] == {"too_short": 1, "low_han_fraction": 1}
     assert rej["news"] == {"exact_duplicate": 1, "invalid_utf8": 1, "missing_field": 1, "bad_json": 1}
+    assert m["sources"]["news"]["rejected_examples"]["exact_duplicate"] == ["news.jsonl#1: duplicate of text/a.txt:1"]
     assert m["sources"]["news"]["rejected_examples"]["invalid_utf8"][0].startswith("news.jsonl:2")
     assert m["sources"]["news"]["rejected_examples"]["bad_json"][0].startswith("news.jsonl:4")
     assert m["total"]["documents"]["written"] == 4  # 2 wiki articles, 1 baike, 1 text paragraph
@@ -184,33 +188,82 @@ def test_every_format_and_counted_problem_in_one_build(tmp_path, messy_data):
 
 
 @pytest.mark.parametrize(
-    ("sources", "message"),
+    ("sources", "opencc_config", "message"),
     [
-        ([{"name": "x", "format": "jsonl", "paths": ["missing.jsonl"]}], r"path not found: .*missing\.jsonl"),
-        ([{"name": "x", "format": "squad", "paths": ["wiki"]}], r"directory .*wiki has no \*\.json files"),
-        ([{"name": "x", "format": "squad", "paths": ["baike.jsonl"]}], r"baike\.jsonl:\d+: not a SQuAD JSON file"),
-        ([{"name": "x", "format": "text", "paths": ["blob.bin"]}], r"blob\.bin: looks like a binary file"),
+        ([{"name": "x", "format": "jsonl", "paths": ["missing.jsonl"]}], "t2s", r"path not found: .*missing\.jsonl"),
+        ([{"name": "x", "format": "squad", "paths": ["wiki"]}], "t2s", r"directory .*wiki has no \*\.json files"),
+        ([{"name": "x", "format": "squad", "paths": ["baike.jsonl"]}], "t2s", r"baike\.jsonl:\d+: not a SQuAD JSON file"),
+        ([{"name": "x", "format": "text", "paths": ["blob.bin"]}], "t2s", r"blob\.bin: looks like a binary file"),
+        ([{"name": "x", "format": "text", "paths": ["text"]}], "nope", r"cannot load OpenCC config 'nope'"),
     ],
-    ids=["missing_path", "wrong_format_dir", "wrong_format_file", "binary"],
+    ids=["missing_path", "wrong_format_dir", "wrong_format_file", "binary", "bad_opencc_config"],
 )
-def test_fatal_input_errors_name_the_file_and_leave_old_output_untouched(tmp_path, messy_data, sources, message):
+def test_fatal_input_errors_name_the_file_and_leave_old_output_untouched(tmp_path, messy_data, sources, opencc_config,
+                                                                        message):
     (messy_data / "blob.bin").write_bytes(bytes(range(256)) * 4)
     out = tmp_path / "corpus"
     out.mkdir()
     (out / "previous.txt").write_text("old corpus")
-    # The good sources come first, so the failure happens after output was started.
-    cfg = _cfg(messy_data, out, sources=MESSY_SOURCES[1:2] + sources, num_workers=2)  # pool shut down too
+    # A good source comes first: reader errors strike after output was started in the temp dir.
+    cfg = _cfg(messy_data, out, sources=MESSY_SOURCES[1:2] + sources, num_workers=2,  # pool shut down too
+               clean={"opencc_config": opencc_config})
     with pytest.raises(UserError, match=message):
         run(cfg)
     assert [p.name for p in out.iterdir()] == ["previous.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".corpus")], "temp dir cleaned up"
 
 
-def test_cli_prints_one_line_error_and_exits_2(tmp_path, messy_data):
+def test_cli_builds_and_prints_a_summary_line_or_a_one_line_error(tmp_path, messy_data):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    cmd = [sys.executable, "-m", "corpora", "build", "--config", str(BUILD_YAML), "--data_dir", str(messy_data),
-           "--out_dir", str(tmp_path / "out"), "--progress", "false"]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    base = [sys.executable, "-m", "corpora", "build", "--config", str(BUILD_YAML), "--data_dir", str(messy_data),
+            "--out_dir", str(tmp_path / "out"), "--progress", "false"]
+    # The default sources (zhwiki/*.jsonl...) are not in this data dir: one clear line, exit 2.
+    proc = subprocess.run(base, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: source 'zhwiki': no files match")
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+    proc = subprocess.run(base + ["--sources", "[{name: text, format: text, paths: [text]}]", "--num_workers", "1"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    [line] = proc.stdout.strip().splitlines()
+    assert line.startswith("corpus: read 3 docs") and "wrote 1 " in line and line.endswith(str(tmp_path / "out"))
+    assert "empty.txt: empty file" in proc.stderr
+    assert load_manifest(tmp_path / "out")["total"]["documents"]["written"] == 1
+
+
+def test_ordered_map_keeps_input_order_and_a_bounded_number_of_tasks_in_flight():
+    from corpora.build import ordered_map
+
+    consumed: list[int] = []
+
+    def tasks():
+        for i in range(-300, 0):
+            consumed.append(i)
+            yield i
+
+    results = ordered_map(abs, tasks(), num_workers=2, max_inflight=4)
+    assert next(results) == 300
+    assert len(consumed) <= 5, "the input stream is not drained ahead of the workers"
+    assert list(results) == list(range(299, 0, -1))
+
+
+def test_a_wikiextractor_output_directory_is_read_recursively(tmp_path):
+    from corpora.build import resolve_source_files
+
+    for sub in ("AA", "AB"):
+        (tmp_path / "extracted" / sub).mkdir(parents=True)
+        for name in ("wiki_00", "wiki_01"):
+            (tmp_path / "extracted" / sub / name).write_text('{"id": "1", "text": "数学"}\n', encoding="utf-8")
+    src = SourceConfig("zhwiki", "wikiextractor", ["extracted"])
+    files = resolve_source_files(src, tmp_path)
+    assert [str(f.relative_to(tmp_path / "extracted")) for f in files] == [
+        "AA/wiki_00", "AA/wiki_01", "AB/wiki_00", "AB/wiki_01"]
+    # Same file names in two folders, same line numbers: ids stay unique in the corpus.
+    out = tmp_path / "corpus"
+    run(_cfg(tmp_path, out, sources=[{"name": "zhwiki", "format": "wikiextractor", "paths": ["extracted"],
+                                      "id_field": ""}], num_workers=1, dedup={"exact": False, "near": False},
+             clean={"min_chars": 1}, heldout_fraction=0.0))
+    ids = [r["id"] for r in iter_corpus_records(out)]
+    assert ids == ["zhwiki/extracted/AA/wiki_00:1", "zhwiki/extracted/AA/wiki_01:1",
+                   "zhwiki/extracted/AB/wiki_00:1", "zhwiki/extracted/AB/wiki_01:1"]

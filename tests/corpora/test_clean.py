@@ -89,3 +89,16 @@ def test_wikitext_to_text_drops_templates_and_keeps_link_labels():
     wt = "{{Infobox|x=1}}'''数学'''是[[科学|一门学科]]<ref>{{cite}}</ref>。\n\n== 历史 ==\n很久以前。\n[[Category:数学]]"
     out = wikitext_to_text(wt, "数学")
     assert out == "数学\n\n数学是一门学科。\n\n历史\n很久以前。"
+
+
+def test_language_conversion_markup_and_emptied_brackets_are_resolved():
+    raw = "線西-{庄}-，又译-{zh-hans:赫丘勒·白罗; zh-hant:赫丘勒·白羅;}--{H|zh-cn:软件; zh-tw:軟體;}-。白头鹰（学名：''）是鸟（1782年）。"
+    assert clean_text(raw, CleanConfig()) == "线西庄，又译赫丘勒·白罗。白头鹰是鸟（1782年）。"
+
+
+def test_real_wiki_text_has_no_leftover_markup(zh_sample_texts):
+    cfg = CleanConfig()
+    for text in zh_sample_texts:
+        out = clean_text(text, cfg)
+        for junk in ("-{", "}-", "<ref", "</", "[[", "{{", "（）", "&nbsp;"):
+            assert junk not in out, (junk, out[max(0, out.find(junk) - 30): out.find(junk) + 30])

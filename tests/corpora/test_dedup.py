@@ -48,3 +48,11 @@ def test_short_text_has_no_signature_but_is_still_exact_deduplicated():
     assert minhash_signature("数学", d.cfg) is None
     assert _check(d, "a", "数学") is None
     assert _check(d, "b", "数学") == "exact_duplicate"
+
+
+def test_match_names_the_kept_document():
+    d = Deduplicator(DedupConfig())
+    text = "数学是研究数量、结构、变化以及空间等概念的一门学科，从某种角度看属于形式科学的一种。" * 3
+    assert _check(d, "wiki/1", text) is None
+    assert _check(d, "drcd/7", text) == "exact_duplicate" and d.match == "wiki/1"
+    assert _check(d, "drcd/8", text + "补充。") == "near_duplicate" and d.match == "wiki/1"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bz2
 import json
+import tracemalloc
 
 import pytest
 
@@ -58,6 +59,25 @@ def test_wiki_xml_reader_on_multistream_dump(wiki_dump):
     reasons = {r.doc_id.split("#")[-1]: r.reason for r in _rejections(items)}
     assert reasons == {"14": "redirect", "15": "non_article_namespace", "16": "non_article_namespace"}
     assert all(r.chars > 0 for r in _rejections(items))
+
+
+def test_wiki_xml_reader_memory_does_not_grow_with_the_dump(tmp_path, make_wiki_dump):
+    dump = make_wiki_dump(tmp_path / "big.xml.bz2", 1000)
+
+    def peak_after(n_pages: int) -> int:
+        tracemalloc.start()
+        try:
+            for i, _ in enumerate(readers.read_wiki_xml(dump), 1):
+                if i == n_pages:
+                    break
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, full = peak_after(100), peak_after(1000)
+    xml_bytes = len(bz2.decompress(dump.read_bytes()))
+    assert full < 2 * small, f"peak grew from {small} to {full} bytes between 100 and 1000 pages"
+    assert full < xml_bytes / 4, "the dump is never held whole"
 
 
 def test_wiki_xml_reader_truncated_dump_is_fatal(wiki_dump, tmp_path):
@@ -138,7 +158,13 @@ def test_a_50mb_line_is_skipped_in_constant_memory_and_counted(tmp_path):
     with open(path, "wb") as f:
         f.write(b'{"id": "0", "text": "' + "汉".encode() * n_chars + b'"}\n')
         f.write(json.dumps({"id": "1", "text": "之后的正常行"}, ensure_ascii=False).encode() + b"\n")
-    items = list(readers.read_wikiextractor(path, max_line_bytes=1 << 20))
+    tracemalloc.start()
+    try:
+        items = list(readers.read_wikiextractor(path, max_line_bytes=1 << 20))
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes < 8 << 20, f"peak {peak_bytes / 1e6:.1f} MB while skipping a 50 MB line"
     assert _docs(items) == [RawDoc("huge.jsonl#1", "之后的正常行")]  # doc id = the JSON "id"
     [rej] = _rejections(items)
     assert (rej.doc_id, rej.reason) == ("huge.jsonl:1", "line_too_long")  # file:line
@@ -169,3 +195,15 @@ def test_empty_file_yields_nothing(tmp_path):
     assert list(readers.read_wikiextractor(path)) == []
     assert list(readers.read_squad(path)) == []
     assert list(readers.read_plain_text(path)) == []
+
+
+def test_a_utf8_bom_is_not_text_and_not_a_format_error(tmp_path):
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps({"id": "1", "text": "有BOM的文件"}, ensure_ascii=False).encode() + b"\n")
+    assert list(readers.read_wikiextractor(jsonl)) == [RawDoc("bom.jsonl#1", "有BOM的文件")]
+    squad = tmp_path / "bom.json"
+    squad.write_bytes(b"\xef\xbb\xbf" + json.dumps({"data": [{"paragraphs": [{"context": "段落"}]}]}).encode())
+    assert [d.text for d in readers.read_squad(squad)] == ["段落"]
+    text = tmp_path / "bom.txt"
+    text.write_bytes(b"\xef\xbb\xbf" + "第一行".encode())
+    assert [d.text for d in readers.read_plain_text(text)] == ["第一行"]

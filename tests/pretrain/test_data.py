@@ -7,9 +7,13 @@ mixture share holds.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,7 @@ from pretrain.data import (
     PackConfig,
     PackedBlocks,
     build_or_load_blocks,
+    cache_path,
     run,
 )
 from zhllama.cli import UserError, main
@@ -262,6 +267,25 @@ def test_mixture_share_respected(base_tokenizer_dir, corpus_dir, tmp_path, engli
     assert (again.path / "blocks.npy").read_bytes() == (mixed.path / "blocks.npy").read_bytes()
 
 
+def test_key_follows_corpus_content(base_tokenizer_dir, tmp_path, cfg):
+    corpus = write_corpus(tmp_path / "c", [["第一篇文档。" * 30, "第二篇。" * 30]])
+    before = cache_path(base_tokenizer_dir, corpus, tmp_path / "cache", cfg)
+    assert cache_path(base_tokenizer_dir, corpus, tmp_path / "cache", dataclasses.replace(cfg, num_proc=2)) == before
+    assert cache_path(base_tokenizer_dir, corpus, tmp_path / "cache", dataclasses.replace(cfg, add_eos=False)) != before
+    write_corpus(corpus, [["第一篇文档。" * 30, "第二篇改了。" * 30]])
+    assert cache_path(base_tokenizer_dir, corpus, tmp_path / "cache", cfg) != before
+
+
+def test_crash_leaves_no_half_cache(base_tokenizer_dir, corpus_dir, tmp_path, cfg, monkeypatch):
+    def crash(self):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(packing.BlockWriter, "finish", crash)  # fails after the blocks were written
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_or_load_blocks(base_tokenizer_dir, corpus_dir, tmp_path, cfg)
+    assert list(tmp_path.iterdir()) == []  # no cache dir, no temp dir, no scratch
+
+
 def test_packed_blocks_pickle_by_path(blocks):
     state = pickle.dumps(blocks)
     assert len(state) < 1000  # the path, not the array
@@ -280,6 +304,18 @@ def test_fewer_tokens_than_one_block_is_a_clear_error(base_tokenizer_dir, tmp_pa
     with pytest.raises(UserError, match="fewer than one block"):
         build_or_load_blocks(base_tokenizer_dir, corpus, tmp_path / "cache", PackConfig(block_size_tokens=512))
     assert list((tmp_path / "cache").iterdir()) == []  # no half cache, no scratch left behind
+
+
+def test_stale_scratch_of_dead_build_removed(tmp_path):
+    from pretrain.data import remove_stale_scratch
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".scratch-{int(dead.stdout)}-abc"
+    live = tmp_path / f".scratch-{os.getpid()}-abc"
+    stale.mkdir()
+    live.mkdir()
+    assert remove_stale_scratch(tmp_path) == [stale]
+    assert live.is_dir() and not stale.exists()
 
 
 def test_missing_inputs_name_the_path(base_tokenizer_dir, corpus_dir, tmp_path):

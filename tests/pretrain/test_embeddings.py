@@ -7,6 +7,8 @@ the ZeRO-3 path (2 real processes) gives the same matrices as the plain one.
 """
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import os
 import shutil
@@ -127,19 +129,25 @@ def test_init_keeps_old_rows_and_sets_new_rows_to_the_mean_of_their_pieces(
     assert check_tokenizer_extends(out, extended_tokenizer_dir).fits
 
 
-@pytest.mark.parametrize("method", INIT_METHODS)
-def test_every_method_keeps_old_rows_and_fills_new_ones(method, tiny_llama_dir, extended_tokenizer_dir):
+def test_every_method_keeps_old_rows_and_fills_new_ones(tiny_llama_dir, extended_tokenizer_dir):
     check, _, sources = plan_sources(tiny_llama_dir, extended_tokenizer_dir)
-    model = load_llama(tiny_llama_dir)
-    old_in, old_out = (m.weight.detach().clone() for m in (model.get_input_embeddings(), model.get_output_embeddings()))
-    rep = resize_and_init(model, sources, check.n_tokenizer, method=method, pad_to_multiple_of=64, seed=0)
-    assert rep.n_rows == 32320 and model.config.vocab_size == 32320
-    for old, new in ((old_in, model.get_input_embeddings().weight), (old_out, model.get_output_embeddings().weight)):
-        assert torch.equal(new[:32000], old)
-        assert torch.isfinite(new).all()
-        assert new[32000:].abs().sum() > 0
-    logits = model(input_ids=torch.tensor([[1, 32000, 32299]])).logits
-    assert logits.shape == (1, 3, 32320) and torch.isfinite(logits).all()
+    base = load_llama(tiny_llama_dir)
+    old_in, old_out = (m.weight.detach().clone() for m in (base.get_input_embeddings(), base.get_output_embeddings()))
+    new_rows = {}
+    for method in INIT_METHODS:
+        model = copy.deepcopy(base)
+        rep = resize_and_init(model, sources, check.n_tokenizer, method=method, pad_to_multiple_of=64, seed=0)
+        assert rep.n_rows == 32320 and model.config.vocab_size == 32320
+        emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+        for old, new in ((old_in, emb), (old_out, head)):
+            assert torch.equal(new[:32000], old), method
+            assert torch.isfinite(new).all() and new[32000:].abs().sum() > 0, method
+        logits = model(input_ids=torch.tensor([[1, 32000, 32299]])).logits
+        assert logits.shape == (1, 3, 32320) and torch.isfinite(logits).all()
+        new_rows[method] = emb[32000:32300].detach()
+    # the methods are really different initialisations
+    for a, b in itertools.combinations(INIT_METHODS, 2):
+        assert not torch.allclose(new_rows[a], new_rows[b]), (a, b)
 
 
 # ------------------------------------------------------------------ bad input
@@ -214,9 +222,10 @@ _ZERO3_WORKER = textwrap.dedent('''
     from pretrain.model import load_llama
     check, _, sources = plan_sources(model_dir, tok_dir)
     model = load_llama(model_dir)  # built under zero.Init: every rank holds a shard
-    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
-    assert emb.weight.ds_numel == 32000 * 64 and emb.weight.numel() == 0
+    assert model.get_input_embeddings().weight.ds_numel == 32000 * 64
+    assert model.get_input_embeddings().weight.numel() == 0
     rep = resize_and_init(model, sources, check.n_tokenizer, "mean_of_pieces", pad_to_multiple_of=64)
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()  # lm_head is a new module now
     with deepspeed.zero.GatheredParameters([emb.weight, head.weight]):
         if torch.distributed.get_rank() == 0:
             torch.save({"in": emb.weight.detach().clone(), "out": head.weight.detach().clone(),

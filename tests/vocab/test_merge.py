@@ -147,7 +147,7 @@ def test_every_added_piece_is_produced_from_its_own_text(merged, base_proto):
     sp = _sp(probe.SerializeToString())
     ids = list(range(len(base_proto.pieces), len(m.pieces)))
     encoded = sp.encode([m.pieces[i].piece.replace(SPIECE_UNDERLINE, " ") for i in ids])
-    dead = [m.pieces[i].piece for i, got in zip(ids, encoded) if got != [i]]
+    dead = [m.pieces[i].piece for i, got in zip(ids, encoded, strict=True) if got != [i]]
     assert dead == []
 
 
@@ -277,7 +277,7 @@ def test_cli_writes_tokenizer_dir_with_report(tmp_path, capsys, base_sp_model, z
     zh = tmp_path / "zh.model"
     zh.write_bytes(zh_model_bytes)
     out = tmp_path / "tokenizer"
-    assert _cli(_args(base_sp_model, zh, tiny_corpus_dir, out, curve_points=4)) == 0
+    assert _cli(_args(base_sp_model, zh, tiny_corpus_dir, out, curve_points=3, max_heldout_docs=4)) == 0
     assert "vocab merge:" in capsys.readouterr().out
     for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "report.json", "report.md",
                  "report.png", "curve.png", "meta.json"):
@@ -296,3 +296,29 @@ def test_cli_writes_tokenizer_dir_with_report(tmp_path, capsys, base_sp_model, z
     tok = AutoTokenizer.from_pretrained(out)
     assert len(tok) == report["merge"]["total_pieces"] == spm.SentencePieceProcessor(
         model_file=str(out / "tokenizer.model")).get_piece_size()
+
+
+def test_tiny_cap_keeps_only_words_whose_characters_are_pieces(base_proto, zh_proto, zh_char_counts):
+    from vocab.merge import merge
+
+    m, report = merge(base_proto, zh_proto, MergeConfig(max_total_pieces=32100), zh_char_counts)
+    have = {p.piece for p in m.pieces}
+    assert report.added_chars == 100 and len(m.pieces) == 32100
+    assert all(c in have for p in m.pieces[32000:] for c in p.piece)
+
+
+def test_assemble_refuses_scores_that_collide_in_float32(base_proto):
+    low = type(base_proto)()
+    low.CopyFrom(base_proto)
+    low.pieces[300].score = -3e8  # float32 spacing there is 32: consecutive scores would tie
+    with pytest.raises(ValueError, match="not unique in float32"):
+        assemble(low, [], ["龘靐", "靐齉"])
+
+
+@pytest.mark.parametrize("n_max", [0, 1, 7, 1000, 14000])
+def test_curve_sizes_cover_the_range(n_max):
+    from vocab.merge import curve_sizes
+
+    sizes = curve_sizes(n_max, 6)
+    assert sizes[0] == 0 and sizes[-1] == n_max and sizes == sorted(set(sizes))
+    assert len(sizes) <= 1 + 2 * 5

@@ -12,7 +12,13 @@ import pytest
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as pb
 
-from vocab.jieba_tools import DEFAULT_DELIMITER, load_dict_words, mark_word_boundaries
+from vocab.jieba_tools import (
+    DEFAULT_DELIMITER,
+    dict_training_lines,
+    load_dict_words,
+    mark_word_boundaries,
+    with_traditional_variants,
+)
 from vocab.train import (
     TrainConfig,
     run,
@@ -123,6 +129,18 @@ def test_jieba_dictionary_input_makes_dictionary_words_pieces(sentences, small_c
         return sum(w in pieces for w in top)
 
     assert single_piece_words(with_dict) > 1.2 * single_piece_words(plain_model)
+
+
+def test_dictionary_lines_are_scaled_to_the_requested_share():
+    words = [("中国", 1000), ("我们", 500), ("罕见词", 1)]
+    lines = list(dict_training_lines(words, corpus_chars=30_030, weight=0.1, delimiter="|"))
+    # mass = 2*1000 + 2*500 + 3*1 = 3003 chars -> scale 1.0; the rare word rounds to 1 and stays.
+    assert lines == ["|中国\t1000", "|我们\t500", "|罕见词\t1"]
+    halved = list(dict_training_lines(words, corpus_chars=15_015, weight=0.1, delimiter="|"))
+    assert halved == ["|中国\t500", "|我们\t250"]  # 0.5 rounds to 0: rare words are dropped, never inflated
+    assert list(dict_training_lines(words, corpus_chars=1000, weight=0.0)) == []
+    assert with_traditional_variants([("中国", 5), ("我们", 3), ("中國", 5)]) == [("中国", 5), ("中國", 5), ("我们", 3),
+                                                                              ("我們", 3)]
 
 
 def test_split_sentences_bounds_and_preserves_text():

@@ -1,0 +1,150 @@
+"""CPU throughput of one training step: plain PyTorch (1 process) vs DeepSpeed ZeRO-2 (2 processes).
+
+Same model, same global batch (``--micro_batch`` x 2 blocks of ``--block_size`` tokens), same
+cores, same run: the baseline is a bare ``forward / backward / AdamW.step`` loop in this process
+with ``torch.set_num_threads(2)``; ZeRO-2 is the real ``python -m pretrain train`` (deepspeed
+launcher, 2 workers with one thread each) on a small Chinese Wikipedia corpus, its per-step
+tokens/s read from ``logs/metrics.jsonl``. Both report the median over the steps after
+``--warmup`` steps. Prints the ratio and writes ``artifacts/bench/train.json``::
+
+    python bench/train.py --steps 12 --hidden 128 --layers 4
+
+The GPU throughput (tokens/s, MFU) is ``bench/train_gpu.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def make_inputs(root: Path, hidden: int, layers: int, n_docs: int) -> dict:
+    """Base Llama-2 tokenizer (HF dir), a random Llama over it with the tokenizer beside it, a zh corpus."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from vocab.export import export_hf
+    from zhllama import default_data_dir
+
+    data = default_data_dir()
+    tok_dir = export_hf((data / "llama2_tokenizer.model").read_bytes(), root / "tokenizer")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=32000, hidden_size=hidden, intermediate_size=hidden * 8 // 3 // 8 * 8,
+                      num_hidden_layers=layers, num_attention_heads=max(hidden // 32, 1),
+                      num_key_value_heads=max(hidden // 32, 1), max_position_embeddings=2048,
+                      bos_token_id=1, eos_token_id=2)
+    model_dir = root / "model"
+    LlamaForCausalLM(cfg).save_pretrained(model_dir)
+    for f in tok_dir.iterdir():
+        if f.is_file():
+            shutil.copy(f, model_dir / f.name)
+    corpus = root / "corpus" / "train"
+    corpus.mkdir(parents=True)
+    lines = (data / "zhwiki" / "jastfkjg_wiki_00.jsonl").read_text(encoding="utf-8").splitlines()[:n_docs]
+    with open(corpus / "shard-00000.jsonl", "w", encoding="utf-8") as f:
+        for i, line in enumerate(lines):
+            f.write(json.dumps({"id": str(i), "source": "zhwiki", "text": json.loads(line)["text"]}, ensure_ascii=False) + "\n")
+    n_params = sum(p.numel() for p in LlamaForCausalLM(cfg).parameters())
+    return {"tokenizer_dir": tok_dir, "model_dir": model_dir, "corpus_dir": root / "corpus", "n_params": n_params}
+
+
+def plain_torch(inputs: dict, steps: int, warmup: int, global_batch: int, block_size: int, threads: int) -> float:
+    """Median tokens/s of a bare single-process loop on random blocks (throughput ignores the data)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM.from_pretrained(inputs["model_dir"], dtype=torch.float32, attn_implementation="sdpa")
+    model.config.use_cache = False
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
+    rates = []
+    for step in range(steps):
+        ids = torch.randint(3, 32000, (global_batch, block_size))
+        t = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step >= warmup:
+            rates.append(global_batch * block_size / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+def zero2_two_procs(inputs: dict, root: Path, steps: int, warmup: int, micro_batch: int, block_size: int) -> float:
+    """Median tokens/s of the real CLI (deepspeed launcher, ZeRO-2, 2 processes)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = root / "run"
+    argv = [sys.executable, "-m", "pretrain", "train", "--config", "configs/pretrain/train.yaml",
+            "--model_dir", str(inputs["model_dir"]), "--tokenizer_dir", str(inputs["tokenizer_dir"]),
+            "--corpus_dir", str(inputs["corpus_dir"]), "--cache_dir", str(root / "cache"), "--run_dir", str(run_dir),
+            "--nproc", "2", "--max_steps", str(steps), "--save_every_steps", str(10**6), "--export", "false",
+            "--micro_batch_size", str(micro_batch), "--data.block_size_tokens", str(block_size),
+            "--data.mixture", "[]", "--deepspeed_config", "configs/deepspeed/zero2.json",
+            "--launch.master_port", str(port)]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"ZeRO-2 run failed:\n{proc.stdout[-4000:]}")
+    records = [json.loads(line) for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
+    return statistics.median(r["tokens_per_second"] for r in records if r["step"] > warmup)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--warmup", type=int, default=2, help="steps left out of the median")
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--block_size", type=int, default=128)
+    ap.add_argument("--micro_batch", type=int, default=2, help="per process; the plain baseline runs 2x this")
+    ap.add_argument("--out", type=Path, default=REPO / "artifacts" / "bench" / "train.json")
+    args = ap.parse_args()
+
+    from zhllama.artifacts import atomic_write_json, versions
+
+    global_batch = 2 * args.micro_batch
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        root = Path(tmp)
+        inputs = make_inputs(root, args.hidden, args.layers, n_docs=40)
+        plain = plain_torch(inputs, args.steps, args.warmup, global_batch, args.block_size, threads=2)
+        zero2 = zero2_two_procs(inputs, root, args.steps, args.warmup, args.micro_batch, args.block_size)
+    result = {
+        "device": "cpu", "cpu_count": os.cpu_count(),
+        "model": {"hidden": args.hidden, "layers": args.layers, "vocab": 32000, "n_params": inputs["n_params"]},
+        "block_size_tokens": args.block_size, "global_batch_blocks": global_batch, "steps": args.steps,
+        "warmup_steps_excluded": args.warmup,
+        "plain_torch_1proc_2threads_tokens_per_second": round(plain, 1),
+        "zero2_2procs_1thread_tokens_per_second": round(zero2, 1),
+        "ratio_zero2_over_plain": round(zero2 / plain, 3),
+        "versions": versions(),
+    }
+    atomic_write_json(args.out, result)
+    print(f"model {inputs['n_params'] / 1e6:.1f}M params, global batch {global_batch} x {args.block_size} tokens")
+    print(f"plain PyTorch, 1 process x 2 threads : {plain:10,.0f} tokens/s")
+    print(f"DeepSpeed ZeRO-2, 2 processes        : {zero2:10,.0f} tokens/s")
+    print(f"ratio ZeRO-2 / plain                 : {zero2 / plain:10.2f}x   -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
