@@ -10,7 +10,8 @@ Measured at 1x and 4x the corpus (the default data: zhwiki articles + CMRC/DRCD 
 4x copy repeats it, each copy's documents prefixed "[k] " so they differ), each run in a fresh
 child process with imports outside the clock and tokenizer loading inside it, for both: wall
 seconds, CPU seconds of the process tree (steadier than wall time on a shared machine), tokens/s,
-peak memory of the process tree (summed PSS, its anonymous part, and RSS, sampled every 20 ms), and tokens lost.
+peak memory of the process tree while the clock runs (summed PSS, its anonymous part, and RSS, sampled every
+20 ms), and tokens lost.
 Prints ratios against the baseline; writes ``artifacts/bench/packing.json``.
 
     .venv/bin/python bench/packing.py [--scales 1,4] [--block_size_tokens 256] [--repeats 1]
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,18 +72,18 @@ def worker_baseline(corpus_dir: Path, tokenizer_dir: Path, block: int, num_proc:
         result["labels"] = result["input_ids"].copy()
         return result
 
-    t0, cpu0 = time.perf_counter(), cpu_seconds()
+    wall0, t0, cpu0 = time.time(), time.perf_counter(), cpu_seconds()
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     raw = datasets.load_dataset("json", data_files=files, split="train", cache_dir=str(scratch))
     tokenized = raw.map(tokenize_function, batched=True, num_proc=num_proc, remove_columns=raw.column_names)
     lm = tokenized.map(group_texts, batched=True, num_proc=num_proc)
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    seconds, cpu, wall1 = time.perf_counter() - t0, cpu_seconds() - cpu0, time.time()
     import pyarrow.compute as pc
 
     tokens_in = int(pc.sum(pc.list_value_length(tokenized.data.column("input_ids"))).as_py())
     tokens_in_blocks = len(lm) * block
     return {"seconds": seconds, "cpu_seconds": cpu, "docs": len(raw), "tokens_in": tokens_in, "tokens_in_blocks": tokens_in_blocks,
-            "pad_tokens": 0, "tokens_lost": tokens_in - tokens_in_blocks, "blocks": len(lm)}
+            "pad_tokens": 0, "tokens_lost": tokens_in - tokens_in_blocks, "blocks": len(lm), "window": [wall0, wall1]}
 
 
 def worker_ours(corpus_dir: Path, tokenizer_dir: Path, block: int, num_proc: int, scratch: Path) -> dict:
@@ -93,9 +95,9 @@ def worker_ours(corpus_dir: Path, tokenizer_dir: Path, block: int, num_proc: int
     from pretrain.data import PackConfig, build_or_load_blocks, load_tokenizer
 
     cfg = PackConfig(block_size_tokens=block, num_proc=num_proc)
-    t0, cpu0 = time.perf_counter(), cpu_seconds()
+    wall0, t0, cpu0 = time.time(), time.perf_counter(), cpu_seconds()
     blocks = build_or_load_blocks(tokenizer_dir, corpus_dir, scratch / "cache", cfg)
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    seconds, cpu, wall1 = time.perf_counter() - t0, cpu_seconds() - cpu0, time.time()
     # Tokens that should be there: every non-empty document + BOS + EOS, tokenized directly.
     backend = load_tokenizer(tokenizer_dir).backend
     tokens_in = 0
@@ -108,7 +110,7 @@ def worker_ours(corpus_dir: Path, tokenizer_dir: Path, block: int, num_proc: int
     s = blocks.stats
     return {"seconds": seconds, "cpu_seconds": cpu, "docs": n_docs, "tokens_in": tokens_in,
             "tokens_in_blocks": int(s["n_tokens"]), "pad_tokens": int(s["n_pad_tokens"]),
-            "tokens_lost": tokens_in - int(s["n_tokens"]), "blocks": len(blocks)}
+            "tokens_lost": tokens_in - int(s["n_tokens"]), "blocks": len(blocks), "window": [wall0, wall1]}
 
 
 WORKERS = {"baseline_run_clm": worker_baseline, "ours": worker_ours}
@@ -130,17 +132,17 @@ def smaps_rollup(pid: int) -> dict[str, int]:
 
 
 class TreeMemory:
-    """Peak memory of a process and its children, summed: PSS (the fair total: a page shared by
-    forked workers counts once), its anonymous part (heap: what cannot be dropped under pressure,
-    unlike memory-mapped Arrow/cache file pages) and RSS (counts shared pages in every process)."""
+    """Memory of a process and its children, summed, sampled over time: PSS (the fair total: a page
+    shared by forked workers counts once), its anonymous part (heap: what cannot be dropped under
+    pressure, unlike memory-mapped Arrow/cache file pages) and RSS (counts shared pages in every process).
+    :meth:`peaks` takes the maxima inside the measured window only, so the worker's own token
+    recount after the clock stops does not count against the method."""
 
     def __init__(self, pid: int, interval_s: float = 0.02):
         import psutil
 
         self.proc = psutil.Process(pid)
-        self.peak_rss_bytes = 0
-        self.peak_pss_bytes = 0
-        self.peak_pss_anon_bytes = 0
+        self.samples: list[tuple[float, int, int, int]] = []  # (unix time, rss, pss, pss_anon) bytes
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -163,14 +165,17 @@ class TreeMemory:
                 rss += fields.get("Rss", 0)
                 pss += fields.get("Pss", 0)
                 pss_anon += fields.get("Pss_Anon", 0)
-            self.peak_rss_bytes = max(self.peak_rss_bytes, rss)
-            self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
-            self.peak_pss_anon_bytes = max(self.peak_pss_anon_bytes, pss_anon)
+            self.samples.append((time.time(), rss, pss, pss_anon))
             time.sleep(self.interval_s)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+    def peaks(self, start: float, end: float) -> tuple[int, int, int]:
+        """Peak (rss, pss, pss_anon) bytes over samples taken in ``[start, end]`` (unix seconds)."""
+        inside = [x for x in self.samples if start <= x[0] <= end] or self.samples
+        return tuple(max(x[k] for x in inside) for k in (1, 2, 3))  # type: ignore[return-value]
 
 
 def make_corpus(data_dir: Path, out: Path, scale: int) -> Path:
@@ -199,7 +204,13 @@ def tokenizer_dir_for_bench(data_dir: Path, scratch: Path) -> tuple[Path, str]:
     """``artifacts/tokenizer`` when the pipeline built one, else the base Llama-2 tokenizer exported here."""
     merged = REPO / "artifacts" / "tokenizer"
     if (merged / "tokenizer.json").is_file():
-        return merged, "artifacts/tokenizer (merged)"
+        # A private copy: the pipeline may rebuild artifacts/tokenizer while this runs.
+        out = scratch / "merged_tokenizer"
+        out.mkdir()
+        for name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+            if (merged / name).is_file():
+                shutil.copy(merged / name, out / name)
+        return out, "artifacts/tokenizer (merged)"
     from vocab.export import export_hf
 
     out = scratch / "base_tokenizer"
@@ -219,8 +230,9 @@ def run_child(name: str, corpus: Path, tokenizer: Path, block: int, num_proc: in
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{err[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])
-    result.update(peak_pss_mib=round(mem.peak_pss_bytes / MiB, 1), peak_pss_anon_mib=round(mem.peak_pss_anon_bytes / MiB, 1),
-                  peak_rss_mib=round(mem.peak_rss_bytes / MiB, 1),
+    peak_rss, peak_pss, peak_pss_anon = mem.peaks(*result.pop("window"))
+    result.update(peak_pss_mib=round(peak_pss / MiB, 1), peak_pss_anon_mib=round(peak_pss_anon / MiB, 1),
+                  peak_rss_mib=round(peak_rss / MiB, 1),
                   tokens_per_second=round(result["tokens_in_blocks"] / result["seconds"]))
     return result
 

@@ -127,6 +127,7 @@ def main() -> int:
         root = Path(tmp)
         inputs = make_inputs(root, args.hidden, args.layers, n_docs=40)
         plain = plain_torch(inputs, args.steps, args.warmup, global_batch, args.block_size, threads=2)
+        plain1 = plain_torch(inputs, args.steps, args.warmup, global_batch, args.block_size, threads=1)
         zero2 = zero2_two_procs(inputs, root, args.steps, args.warmup, args.micro_batch, args.block_size)
     result = {
         "device": "cpu", "cpu_count": os.cpu_count(),
@@ -134,13 +135,16 @@ def main() -> int:
         "block_size_tokens": args.block_size, "global_batch_blocks": global_batch, "steps": args.steps,
         "warmup_steps_excluded": args.warmup,
         "plain_torch_1proc_2threads_tokens_per_second": round(plain, 1),
+        "plain_torch_1proc_1thread_tokens_per_second": round(plain1, 1),
         "zero2_2procs_1thread_tokens_per_second": round(zero2, 1),
         "ratio_zero2_over_plain": round(zero2 / plain, 3),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "versions": versions(),
     }
     atomic_write_json(args.out, result)
     print(f"model {inputs['n_params'] / 1e6:.1f}M params, global batch {global_batch} x {args.block_size} tokens")
     print(f"plain PyTorch, 1 process x 2 threads : {plain:10,.0f} tokens/s")
+    print(f"plain PyTorch, 1 process x 1 thread  : {plain1:10,.0f} tokens/s  (one core, for context)")
     print(f"DeepSpeed ZeRO-2, 2 processes        : {zero2:10,.0f} tokens/s")
     print(f"ratio ZeRO-2 / plain                 : {zero2 / plain:10.2f}x   -> {args.out}")
     return 0

@@ -147,14 +147,21 @@ def token_stream(texts: Iterable[str], sp) -> list[int]:
 
 
 def lr_at(progress: float, cfg: StandinConfig, step: int) -> float:
-    """Learning rate: linear warmup over ``warmup_steps``, then cosine from peak to min over ``progress`` in [0, 1].
+    """Learning rate: linear warmup, then cosine from peak to min over ``progress`` in [0, 1].
 
-    >>> cfg = StandinConfig(warmup_steps=10, learning_rate=1.0, min_learning_rate=0.0)
-    >>> lr_at(0.0, cfg, 4), lr_at(1.0, cfg, 500)
-    (0.5, 0.0)
+    Warmup ends after ``warmup_steps`` steps or at progress ``warmup_steps / max_steps``,
+    whichever comes first: a run cut short by ``max_minutes`` on a busy machine (few, slow steps)
+    must still leave warmup and decay instead of training at a fraction of the peak throughout.
+
+    >>> cfg = StandinConfig(warmup_steps=10, max_steps=100, learning_rate=1.0, min_learning_rate=0.0)
+    >>> lr_at(0.0, cfg, 4), lr_at(0.05, cfg, 4), lr_at(1.0, cfg, 500)
+    (0.5, 0.5, 0.0)
+    >>> round(lr_at(0.09, cfg, 2), 6)  # time says 90% of warmup is over, though only 3 steps ran
+    0.9
     """
-    if step < cfg.warmup_steps:
-        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    warmup_progress = cfg.warmup_steps / cfg.max_steps
+    if step < cfg.warmup_steps and progress < warmup_progress:
+        return cfg.learning_rate * max((step + 1) / cfg.warmup_steps, progress / warmup_progress)
     cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return cfg.min_learning_rate + (cfg.learning_rate - cfg.min_learning_rate) * cos
 

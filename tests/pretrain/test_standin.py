@@ -70,5 +70,5 @@ def test_schedule_warms_up_then_decays_to_the_minimum():
     lrs = [lr_at(step / cfg.max_steps, cfg, step) for step in range(cfg.max_steps + 1)]
     peak = lrs.index(max(lrs))
     assert peak == cfg.warmup_steps - 1 and max(lrs) == pytest.approx(cfg.learning_rate)
-    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:]))
+    assert all(a >= b for a, b in zip(lrs[peak:-1], lrs[peak + 1:], strict=True))
     assert lrs[-1] == pytest.approx(cfg.min_learning_rate)

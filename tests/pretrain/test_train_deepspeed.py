@@ -171,7 +171,8 @@ def test_resume_in_new_process_reproduces_losses(zero2_run, inputs):
 
 
 def test_zero3_lora_torchrun_save_reload_merge(inputs, tiny_llama_dir):
-    """LoRA + trainable embeddings/head under ZeRO-3 (torchrun): the adapter reloads onto the resized base."""
+    """LoRA + trainable embeddings/head under ZeRO-3 (torchrun, gradient checkpointing): the adapter
+    reloads onto the resized base and merges into a plain checkpoint with the same outputs."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -181,6 +182,7 @@ def test_zero3_lora_torchrun_save_reload_merge(inputs, tiny_llama_dir):
     run_dir = inputs["root"] / "lora3"
     run_cli(train_argv(inputs, run_dir, "--nproc", "2", "--max_steps", "4", "--save_every_steps", "4",
                        "--deepspeed_config", "configs/deepspeed/zero3.json", "--launch.launcher", "torchrun",
+                       "--gradient_checkpointing",
                        "--launch.master_port", str(free_port()), config="configs/pretrain/train_lora.yaml"))
     losses = [r["loss"] for r in metrics(run_dir)]
     assert losses[-1] < losses[0], losses
