@@ -76,7 +76,7 @@ demo: setup ## the whole chain on the default data with a small stand-in model
 	$(MAKE) corpus
 	$(MAKE) vocab
 	$(MAKE) merge-tokenizer
-	$(MAKE) pretrain ARGS="--max_steps 40"
+	$(MAKE) pretrain ARGS="--max_steps 40 --overwrite"
 	$(MAKE) eval MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin \
 	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english.txt"
 	@echo "demo done: see $(ART)/tokenizer/report.md and $(ART)/eval/report.md"
