@@ -18,6 +18,8 @@ PACK_CONFIG ?= configs/pretrain/pack.yaml
 PRETRAIN_CONFIG ?= configs/pretrain/train.yaml
 EVAL_CONFIG ?= configs/pretrain/eval.yaml
 ARGS ?=
+# Extra overrides for the train command only (ARGS also reaches the standin and init steps).
+TRAIN_ARGS ?=
 MODEL ?= $(ART)/pretrain/$(RUN)/final
 BASELINE ?=
 EVAL_FILES ?= $(ART)/corpus/heldout/heldout.jsonl
@@ -66,7 +68,7 @@ pack: setup ## tokenize + pack the corpus into cached blocks -> $(ART)/cache/<ke
 pretrain: setup standin init ## continued pretraining with DeepSpeed (NPROC processes) -> $(ART)/pretrain/$(RUN)/final
 	$(PY) -m pretrain train --config $(PRETRAIN_CONFIG) --model_dir $(ART)/pretrain/$(RUN)/init \
 	  --tokenizer_dir $(ART)/tokenizer --corpus_dir $(ART)/corpus --cache_dir $(ART)/cache \
-	  --run_dir $(ART)/pretrain/$(RUN) --nproc $(NPROC) $(ARGS)
+	  --run_dir $(ART)/pretrain/$(RUN) --nproc $(NPROC) $(ARGS) $(TRAIN_ARGS)
 
 eval: setup ## perplexity, bits/char, bits/byte of MODEL on EVAL_FILES (vs BASELINE) -> $(ART)/eval
 	$(PY) -m pretrain eval --config $(EVAL_CONFIG) --model $(MODEL) $(addprefix --files ,$(EVAL_FILES)) \
@@ -76,7 +78,7 @@ demo: setup ## the whole chain on the default data with a small stand-in model
 	$(MAKE) corpus
 	$(MAKE) vocab
 	$(MAKE) merge-tokenizer
-	$(MAKE) pretrain ARGS="--max_steps 40 --overwrite"
+	$(MAKE) pretrain TRAIN_ARGS="--max_steps 40 --overwrite"
 	$(MAKE) eval MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin \
 	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english.txt"
 	@echo "demo done: see $(ART)/tokenizer/report.md and $(ART)/eval/report.md"

@@ -29,6 +29,9 @@ InitMethod = Literal["mean_of_pieces", "mean_all", "random", "hf_default"]
 #: Every selectable initialisation of new rows.
 INIT_METHODS: tuple[str, ...] = ("mean_of_pieces", "mean_all", "random", "hf_default")
 SPIECE_UNDERLINE = "\u2581"
+#: Files of a Hugging Face tokenizer directory that ``init`` copies beside the resized model.
+TOKENIZER_DIR_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                       "added_tokens.json", "chat_template.jinja")
 
 
 # ---------------------------------------------------------------- pure core: which base rows
@@ -324,7 +327,7 @@ def run(cfg: InitConfig) -> int:
     with atomic_dir(cfg.out_dir) as tmp:
         model.save_pretrained(tmp)
         for f in Path(cfg.tokenizer_dir).iterdir():
-            if f.is_file() and f.name not in ("meta.json",) and not f.name.startswith("report"):
+            if f.is_file() and f.name in TOKENIZER_DIR_FILES:  # not its report/meta: this dir's are ours
                 shutil.copy(f, tmp / f.name)
         atomic_write_json(tmp / "init_report.json", report)
         atomic_write_text(tmp / "init_report.md", report_markdown(report))

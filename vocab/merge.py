@@ -78,9 +78,16 @@ class MergeConfig:
     """Upper bound on the merged vocabulary (base + added), the peer's size by default."""
     min_char_count: int = 2
     """Chinese characters seen at least this often in the training shards become single pieces."""
-    size_rule: Literal["meet_peer", "all"] = "meet_peer"
-    """``meet_peer``: the fewest multi-character pieces whose held-out tokens/char is no higher than
-    the peer's (all of them if that is never reached); ``all``: every candidate that fits."""
+    size_rule: Literal["marginal_gain", "meet_peer", "all"] = "marginal_gain"
+    """Measured on the *dev* set (never on held-out). ``marginal_gain``: keep adding multi-character
+    pieces while each further 1,000 still cut dev tokens/char by at least ``min_gain_per_1k_pieces``;
+    ``meet_peer``: the fewest pieces whose dev tokens/char is no higher than the peer's;
+    ``all``: every candidate that fits under ``max_total_pieces``."""
+    min_gain_per_1k_pieces: float = 0.005
+    """``marginal_gain`` threshold: relative dev tokens/char reduction per 1,000 added pieces."""
+    dev_fraction: float = 0.05
+    """The dev set: train documents with :func:`vocab.dev_split.is_dev` (``vocab train`` excludes
+    them; must equal its ``dev_fraction``)."""
     curve_points: int = 12
     """Sizes per grid on the pieces-added vs tokens/char curve (a geometric and a linear grid)."""
     max_heldout_docs: int = 0
@@ -90,6 +97,8 @@ class MergeConfig:
     and English text and on edge strings; a mismatch aborts (nothing is written)."""
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.dev_fraction < 1.0:
+            raise ValueError(f"dev_fraction must be in (0, 1), got {self.dev_fraction}")
         if self.max_total_pieces < 1:
             raise ValueError(f"max_total_pieces must be >= 1, got {self.max_total_pieces}")
         if self.min_char_count < 1:
@@ -388,6 +397,26 @@ def choose_size(
     return hi, curve
 
 
+def choose_by_marginal_gain(curve: list[dict], min_gain_per_1k_pieces: float) -> int:
+    """Walk the measured curve upward; stop before the first segment whose relative tokens/char
+    gain per 1,000 added pieces falls below the threshold. Returns the chosen ``added_words``.
+
+    >>> rows = [{"added_words": 0, "tokens_per_char": 1.0}, {"added_words": 1000, "tokens_per_char": 0.9},
+    ...         {"added_words": 2000, "tokens_per_char": 0.899}]
+    >>> choose_by_marginal_gain(rows, 0.005)
+    1000
+    """
+    rows = sorted(curve, key=lambda r: r["added_words"])
+    chosen = rows[0]["added_words"]
+    for a, b in zip(rows, rows[1:], strict=False):
+        gain = (a["tokens_per_char"] - b["tokens_per_char"]) / a["tokens_per_char"]
+        per_1k = gain / max(b["added_words"] - a["added_words"], 1) * 1000
+        if per_1k < min_gain_per_1k_pieces:
+            break
+        chosen = b["added_words"]
+    return chosen
+
+
 def non_chinese_changes(base: ModelProto, merged: ModelProto, texts: Iterable[str]) -> list[str]:
     """The texts without Chinese characters whose ids differ between ``base`` and ``merged``."""
     texts = [t for t in texts if not any(is_chinese_char(c) for c in t)]
@@ -397,7 +426,7 @@ def non_chinese_changes(base: ModelProto, merged: ModelProto, texts: Iterable[st
 
 def plot_curve(curve: list[dict], chosen_words: int, target_tokens_per_char: float | None, base_pieces: int,
                base_tokens_per_char: float | None = None):
-    """A matplotlib Figure: held-out tokens/char vs merged vocabulary size, the target and the choice."""
+    """A matplotlib Figure: dev tokens/char vs merged vocabulary size, the peer's and the choice."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -415,7 +444,7 @@ def plot_curve(curve: list[dict], chosen_words: int, target_tokens_per_char: flo
         ax.plot([chosen[0]["total_pieces"]], [chosen[0]["tokens_per_char"]], "*", ms=14, color="tab:green",
                 label=f"chosen: {chosen[0]['total_pieces']:,} pieces")
     ax.set_xlabel(f"merged vocabulary size (base {base_pieces:,} + Chinese characters + words)")
-    ax.set_ylabel("held-out tokens per character (lower is better)")
+    ax.set_ylabel("dev tokens per character (lower is better)")
     ax.set_title("How many Chinese pieces earn their place")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -471,7 +500,8 @@ def _merge_markdown(summary: dict) -> str:
                   f"({r['total_pieces'] - t['peer_pieces']:+,})."]
     lines += ["", "## Invariant checks at build time", ""]
     lines += [f"- {k}: {v}" for k, v in summary["checks"].items()]
-    lines += ["", "## Size curve (held-out)", "", "![curve](curve.png)", "",
+    lines += ["", f"## Size curve (measured on dev: {summary['dev_documents']:,} train documents BPE never saw; "
+              "held-out plays no part in choosing)", "", "![curve](curve.png)", "",
               "| added words | added pieces | total pieces | tokens/char |", "|---|---|---|---|"]
     lines += [f"| {c['added_words']:,} | {c['added_pieces']:,} | {c['total_pieces']:,} | {c['tokens_per_char']:.4f} |"
               for c in summary["curve"]]
@@ -503,20 +533,35 @@ def run(cfg: MergeConfig) -> dict:
 
     planned = plan(base, zh, cfg, counts)
     cands, words, _ = planned
+    # The size is chosen on dev (train documents BPE never saw); held-out is only reported.
+    from vocab.dev_split import is_dev
+    from vocab.train import iter_jsonl_texts
+
+    dev = [t for t in iter_jsonl_texts(train_files) if is_dev(t, cfg.dev_fraction)]
+    if not dev:
+        raise UserError(f"{cfg.corpus_dir}: no dev documents (dev_fraction={cfg.dev_fraction}); raise dev_fraction")
+    peer_dev_tpc = tokens_per_char(peer, dev) if peer is not None else None
     peer_tpc = tokens_per_char(peer, heldout) if peer is not None else None
-    target = peer_tpc if cfg.size_rule == "meet_peer" else None
-    n_words, curve = choose_size(base, cands.chars, words, heldout, target, cfg.curve_points)
+    target = peer_dev_tpc if cfg.size_rule == "meet_peer" else None
+    n_words, curve = choose_size(base, cands.chars, words, dev, target, cfg.curve_points)
+    if cfg.size_rule == "marginal_gain":
+        n_words = choose_by_marginal_gain(curve, cfg.min_gain_per_1k_pieces)
     merged, report = merge(base, zh, cfg, counts, n_words=n_words, planned=planned)
     merged_bytes = merged.SerializeToString()
 
     ours_tpc = tokens_per_char(merged, heldout)
     all_row = max(curve, key=lambda r: r["added_words"])
-    if target is None:
-        reason = "every candidate that fits" + ("" if cfg.size_rule == "all" else " (no peer given)")
-    elif ours_tpc <= target:
-        reason = f"fewest multi-character pieces with held-out tokens/char <= the peer's ({target:.4f})"
+    if all_row["added_words"] != n_words:  # the all-candidates figure in the report is a held-out one
+        all_row = size_curve(base, cands.chars, words, heldout, [all_row["added_words"]])[0]
     else:
-        reason = f"the peer's {target:.4f} tokens/char is not reached even with every candidate; all added"
+        all_row = {**all_row, "tokens_per_char": ours_tpc}
+    if cfg.size_rule == "marginal_gain":
+        reason = (f"on dev, added while each further 1,000 pieces cut tokens/char by >= "
+                  f"{cfg.min_gain_per_1k_pieces:.2%}" + (" (every candidate did)" if n_words == len(words) else ""))
+    elif target is None:
+        reason = "every candidate that fits" + ("" if cfg.size_rule == "all" else " (no peer given)")
+    else:
+        reason = f"fewest multi-character pieces with dev tokens/char <= the peer's on dev ({target:.4f})"
     # Invariants re-checked on the real output (tests check them independently on fixtures).
     checks = {
         "base_pieces_identical": all(
@@ -546,10 +591,11 @@ def run(cfg: MergeConfig) -> dict:
         if peer is not None:
             tokenizers["chinese-llama2 (peer)"] = peer_bytes
         tokenizers["zhllama (ours)"] = merged_bytes
-        comparison = compare(tokenizers, {"heldout": heldout, "english": english, **extra}, base="llama2")
+        comparison = compare(tokenizers, {"heldout": heldout, "dev": dev, "english": english, **extra}, base="llama2")
         summary = {
             "merge": asdict(report),
-            "size_rule": cfg.size_rule, "size_reason": reason, "max_total_pieces": cfg.max_total_pieces,
+            "size_rule": cfg.size_rule, "size_reason": reason, "curve_measured_on": "dev",
+            "dev_documents": len(dev), "max_total_pieces": cfg.max_total_pieces,
             "target": {
                 "base_tokens_per_char": tokens_per_char(base, heldout),
                 "peer_tokens_per_char": peer_tpc, "peer_pieces": len(peer.pieces) if peer is not None else None,
@@ -563,7 +609,7 @@ def run(cfg: MergeConfig) -> dict:
         atomic_write_json(tmp / "report.json", summary)
         atomic_write_text(tmp / "report.md", _merge_markdown(summary) + "\n" + to_markdown(comparison))
         plot(comparison).savefig(tmp / "report.png", dpi=120)
-        plot_curve(curve, n_words, peer_tpc, len(base.pieces), summary["target"]["base_tokens_per_char"]).savefig(tmp / "curve.png", dpi=120)
+        plot_curve(curve, n_words, peer_dev_tpc, len(base.pieces), tokens_per_char(base, dev)).savefig(tmp / "curve.png", dpi=120)
         inputs = {"base_model": sha256_bytes(base_bytes), "zh_model": sha256_bytes(zh_bytes),
                   "heldout": sha256_bytes(heldout_path.read_bytes()), "english": sha256_bytes(english_path.read_bytes())}
         if peer is not None:

@@ -59,6 +59,10 @@ class TrainConfig:
     """Longer lines are cut at sentence punctuation (then hard) into chunks of at most this many chars."""
     seed: int = 0
     """Seed of the reservoir sample; the same corpus + config gives the same model bytes."""
+    dev_fraction: float = 0.05
+    """Share of train documents kept out of vocabulary training as the *dev* set on which
+    ``vocab merge`` chooses its size (membership: :func:`vocab.dev_split.is_dev`, by text hash).
+    Held-out text stays a pure test set."""
     jieba_word_boundaries: bool = False
     """Pre-segment training sentences with jieba so no BPE piece crosses a jieba word boundary."""
     jieba_hmm: bool = False
@@ -339,7 +343,11 @@ def run(cfg: TrainConfig) -> dict:
     start = time.perf_counter()
     files = corpus_files(cfg.corpus_dir)
     stats: dict = {}
-    docs = tqdm(iter_jsonl_texts(files), desc=f"sampling {len(files)} shard(s)", unit="doc", mininterval=1.0)
+    from vocab.dev_split import is_dev
+
+    # Dev documents are excluded here so that the merge can measure on text BPE never saw.
+    docs = tqdm((t for t in iter_jsonl_texts(files) if not is_dev(t, cfg.dev_fraction)),
+                desc=f"sampling {len(files)} shard(s)", unit="doc", mininterval=1.0)
     sentences = sample_sentences(docs, cfg, stats)
     docs.close()
     model_bytes = train_bpe(sentences, cfg, progress=True, stats=stats)

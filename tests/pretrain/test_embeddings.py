@@ -24,6 +24,7 @@ from sentencepiece import sentencepiece_model_pb2 as pb
 
 from pretrain.embeddings import (
     INIT_METHODS,
+    TOKENIZER_DIR_FILES,
     InitConfig,
     base_sp_without_dummy_prefix,
     init_rows,
@@ -125,6 +126,9 @@ def test_init_keeps_old_rows_and_sets_new_rows_to_the_mean_of_their_pieces(
     assert meta["config"]["init_method"] == "mean_of_pieces" and set(meta["inputs_sha256"]) == {"model_dir", "tokenizer_dir"}
     report = json.loads((out / "init_report.json").read_text())
     assert report["n_new_tokens"] == 300 and report["n_padding_rows"] == 20 and report["tied_embeddings"] == tied
+    # only tokenizer files come along from the tokenizer dir (its own meta/report stay there)
+    assert {f.name for f in out.iterdir()} - set(TOKENIZER_DIR_FILES) == {
+        "config.json", "generation_config.json", "model.safetensors", "meta.json", "init_report.json", "init_report.md"}
     # the output is a valid model dir for the next stages: its tokenizer fits it
     assert check_tokenizer_extends(out, extended_tokenizer_dir).fits
 

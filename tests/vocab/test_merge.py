@@ -277,7 +277,7 @@ def test_cli_writes_tokenizer_dir_with_report(tmp_path, capsys, base_sp_model, z
     zh = tmp_path / "zh.model"
     zh.write_bytes(zh_model_bytes)
     out = tmp_path / "tokenizer"
-    assert _cli(_args(base_sp_model, zh, tiny_corpus_dir, out, curve_points=3, max_heldout_docs=4)) == 0
+    assert _cli(_args(base_sp_model, zh, tiny_corpus_dir, out, curve_points=3, max_heldout_docs=4, dev_fraction=0.5)) == 0
     assert "vocab merge:" in capsys.readouterr().out
     for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "report.json", "report.md",
                  "report.png", "curve.png", "meta.json"):
@@ -292,10 +292,20 @@ def test_cli_writes_tokenizer_dir_with_report(tmp_path, capsys, base_sp_model, z
     assert set(report["comparison"]["metrics"]) == {"llama2", "chinese-llama2 (peer)", "zhllama (ours)"}
     assert "Quality target" in (out / "report.md").read_text()
     meta = read_meta(out)
-    assert meta["config"]["size_rule"] == "meet_peer" and set(meta["inputs_sha256"]) >= {"base_model", "zh_model"}
+    assert meta["config"]["size_rule"] == "marginal_gain" and set(meta["inputs_sha256"]) >= {"base_model", "zh_model"}
+    assert report["curve_measured_on"] == "dev" and report["dev_documents"] > 0
     tok = AutoTokenizer.from_pretrained(out)
     assert len(tok) == report["merge"]["total_pieces"] == spm.SentencePieceProcessor(
         model_file=str(out / "tokenizer.model")).get_piece_size()
+
+
+def test_marginal_gain_stops_where_the_curve_flattens():
+    from vocab.merge import choose_by_marginal_gain
+
+    curve = [{"added_words": n, "tokens_per_char": t} for n, t in [(0, 1.0), (1000, 0.9), (2000, 0.85), (3000, 0.849)]]
+    assert choose_by_marginal_gain(curve, 0.005) == 2000
+    assert choose_by_marginal_gain(curve, 0.2) == 0
+    assert choose_by_marginal_gain(curve, 0.0) == 3000
 
 
 def test_tiny_cap_keeps_only_words_whose_characters_are_pieces(base_proto, zh_proto, zh_char_counts):
