@@ -15,7 +15,11 @@ take more than an average token's share of probability.
 Why "mean of pieces": a new piece ``▁中国`` replaces the base pieces ``▁ 中 国``; averaging their
 rows puts the new input row where the model already "understands" that text and the new output
 row where it already predicts it (Chinese-LLaMA's follow-ups, Hewitt 2021, FOCUS). ``bench/init.py``
-measures bits per character right after the resize for every method.
+measures bits per character right after the resize for every method. On the stand-in it found
+the *output* side decides: mean-of-pieces output rows give every new token a large logit (their
+pieces are frequent byte/Han pieces), so ~9k new tokens flood the softmax; near-zero random output
+rows avoid that. Hence the default ``pieces_in_random_out``: input rows by mean of pieces, output
+rows random (``mean_of_pieces`` for both stays selectable).
 """
 from __future__ import annotations
 
@@ -25,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-InitMethod = Literal["mean_of_pieces", "mean_all", "random", "hf_default"]
+InitMethod = Literal["mean_of_pieces", "pieces_in_random_out", "mean_all", "random", "hf_default"]
 #: Every selectable initialisation of new rows.
-INIT_METHODS: tuple[str, ...] = ("mean_of_pieces", "mean_all", "random", "hf_default")
+INIT_METHODS: tuple[str, ...] = ("mean_of_pieces", "pieces_in_random_out", "mean_all", "random", "hf_default")
 SPIECE_UNDERLINE = "\u2581"
 #: Files of a Hugging Face tokenizer directory that ``init`` copies beside the resized model.
 TOKENIZER_DIR_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
@@ -167,7 +171,8 @@ def resize_and_init(model, sources: Sequence[Sequence[int]], n_tokenizer: int, m
     ``sources[i]`` are the old ids behind new id ``n_old_rows + i`` (see :func:`new_row_sources`);
     ``len(sources) == n_tokenizer - n_old_rows``. ``hf_default`` keeps exactly what
     ``resize_token_embeddings(mean_resizing=True)`` draws (padding rows included); every other
-    method sets padding rows to the mean of the old rows. Works on a plain model and on one built
+    method sets padding rows to the mean of the old rows. ``pieces_in_random_out``: input rows by
+    ``mean_of_pieces``, untied output rows by ``random`` (see ``bench/init.py`` for which wins). Works on a plain model and on one built
     under ZeRO-3 (each weight is gathered with ``modifier_rank=0`` and re-partitioned after)::
 
         report = resize_and_init(model, sources, n_tokenizer=len(tokenizer))
@@ -201,8 +206,11 @@ def resize_and_init(model, sources: Sequence[Sequence[int]], n_tokenizer: int, m
     with gathered, torch.no_grad():
         for k, w in enumerate(weights):
             if method != "hf_default":
+                # pieces_in_random_out: input rows from the pieces, output rows (k == 1; a tied head is
+                # the input) near zero, so no new token starts with a large share of probability.
+                row_method = method if method != "pieces_in_random_out" else ("mean_of_pieces" if k == 0 else "random")
                 # input and output get different random draws: seed + k
-                w.data[n_old:n_tokenizer] = init_rows(w.data[:n_old], sources, method, std=std, seed=seed + k)
+                w.data[n_old:n_tokenizer] = init_rows(w.data[:n_old], sources, row_method, std=std, seed=seed + k)
                 if n_rows > n_tokenizer:
                     w.data[n_tokenizer:] = init_rows(w.data[:n_old], [[]] * (n_rows - n_tokenizer), "mean_all")
     return ResizeReport(n_old_rows=n_old, n_tokenizer=n_tokenizer, n_rows=n_rows, method=method, tied=tied)
@@ -239,8 +247,8 @@ class InitConfig:
     """Merged tokenizer (HF directory); must extend the model's tokenizer id for id."""
     out_dir: Path = Path("artifacts/pretrain/demo/init")
     """Where the resized model + the merged tokenizer files + meta.json + init_report.{json,md} go."""
-    init_method: InitMethod = "mean_of_pieces"
-    """How new token rows start: mean_of_pieces | mean_all | random | hf_default (see bench/init.py)."""
+    init_method: InitMethod = "pieces_in_random_out"
+    """How new token rows start: mean_of_pieces | pieces_in_random_out | mean_all | random | hf_default (bench/init.py)."""
     pad_to_multiple_of: int = 64
     """Round the embedding rows up to a multiple of this (tensor-core friendly); 0 or 1: no padding."""
     base_tokenizer_model: Path | None = None

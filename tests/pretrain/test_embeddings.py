@@ -106,7 +106,8 @@ def test_init_keeps_old_rows_and_sets_new_rows_to_the_mean_of_their_pieces(
     model_dir = tied_llama_dir if tied else tiny_llama_dir
     old_in, old_out = _weights(model_dir)
     out = tmp_path / "init"
-    assert run(InitConfig(model_dir=model_dir, tokenizer_dir=extended_tokenizer_dir, out_dir=out)) == 0
+    assert run(InitConfig(model_dir=model_dir, tokenizer_dir=extended_tokenizer_dir, out_dir=out,
+                          init_method="mean_of_pieces")) == 0
 
     model = AutoModelForCausalLM.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)
@@ -148,7 +149,10 @@ def test_every_method_keeps_old_rows_and_fills_new_ones(tiny_llama_dir, extended
             assert torch.isfinite(new).all() and new[32000:].abs().sum() > 0, method
         logits = model(input_ids=torch.tensor([[1, 32000, 32299]])).logits
         assert logits.shape == (1, 3, 32320) and torch.isfinite(logits).all()
-        new_rows[method] = emb[32000:32300].detach()
+        new_rows[method] = torch.cat([emb[32000:32300], head[32000:32300]]).detach()
+        if method == "pieces_in_random_out":  # input rows as mean_of_pieces, output rows small random
+            assert torch.equal(emb[32000:32300], new_rows["mean_of_pieces"][:300])
+            assert head[32000:32300].std() < 0.03
     # the methods are really different initialisations
     for a, b in itertools.combinations(INIT_METHODS, 2):
         assert not torch.allclose(new_rows[a], new_rows[b]), (a, b)
