@@ -51,7 +51,8 @@ def zh_sample_texts(data_dir) -> list[str]:
 
 @pytest.fixture(scope="session")
 def english_texts() -> list[str]:
-    return [l for l in (TESTS_DIR / "data" / "english.txt").read_text(encoding="utf-8").splitlines() if l.strip()]
+    lines = (TESTS_DIR / "data" / "english.txt").read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.strip()]
 
 
 def make_hf_tokenizer_dir(model_bytes: bytes, out_dir: Path) -> Path:
@@ -70,7 +71,7 @@ def _extended_model_bytes(base_path: Path, texts: list[str], n_new: int = 300) -
     have = {p.piece for p in m.pieces}
     counts: collections.Counter[str] = collections.Counter()
     for t in texts:
-        for a, b in zip(t, t[1:]):
+        for a, b in zip(t, t[1:], strict=False):
             if HAN.match(a) and HAN.match(b):
                 counts[a + b] += 1
     # Every new piece must be reachable by BPE: both characters must already be pieces, and the

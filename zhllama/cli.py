@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from zhllama import REPO_ROOT
 from zhllama.config import ConfigError, load_config

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 
@@ -22,7 +22,7 @@ class Cfg:
     name: str = "run"
     out_dir: Path = Path("artifacts")
     mode: Literal["full", "lora"] = "full"
-    seed: Optional[int] = None
+    seed: int | None = None
     files: list[str] = field(default_factory=list)
     optim: Optim = field(default_factory=Optim)
     flag: bool = False
