@@ -25,6 +25,25 @@ SPLITS = ("train", "heldout")
 HELDOUT_FILE = "heldout/heldout.jsonl"
 
 
+def shard_files(corpus_dir: str | Path, split: str = "train") -> list[Path]:
+    """The ``corpus_dir/<split>/*.jsonl`` files, sorted; a :class:`UserError` if there are none.
+
+    The one lister the later stages share (unlike :func:`split_files` it needs no manifest, so a
+    hand-made directory of JSONL shards works too).
+
+    >>> shard_files("artifacts/corpus")                             # doctest: +SKIP
+    [PosixPath('artifacts/corpus/train/shard-00000.jsonl')]
+    """
+    d = Path(corpus_dir)
+    kind = "training" if split == "train" else split
+    if not d.is_dir():
+        raise UserError(f"corpus directory not found: {d}, so no {kind} shards (run `make corpus` first)")
+    files = sorted((d / split).glob("*.jsonl"))
+    if not files:
+        raise UserError(f"no {kind} shards in {d / split} (expected *.jsonl from `make corpus`)")
+    return files
+
+
 def split_files(corpus_dir: str | Path, split: Literal["train", "heldout"] = "train") -> list[Path]:
     """The JSONL files of one split, in order (raises ``UserError`` if the corpus is missing).
 

@@ -227,14 +227,9 @@ def tokenizer_sha256(tokenizer_dir: str | Path) -> str:
 
 def corpus_files(corpus_dir: str | Path, split: str) -> list[Path]:
     """The split's JSONL shards, sorted: ``<corpus_dir>/<split>/*.jsonl``."""
-    d = Path(corpus_dir)
-    if not d.is_dir():
-        raise UserError(f"corpus directory not found: {d}")
-    split_dir = d / split
-    files = sorted(split_dir.glob("*.jsonl")) if split_dir.is_dir() else []
-    if not files:
-        raise UserError(f"no {split} shards: expected {split_dir}/*.jsonl")
-    return files
+    from corpora.shards import shard_files
+
+    return shard_files(corpus_dir, split)
 
 
 def source_files(path: str | Path) -> list[Path]:

@@ -106,10 +106,9 @@ def resolve(cfg: StandinConfig) -> StandinConfig:
 
 def corpus_files(corpus_dir: Path) -> list[Path]:
     """The training shards ``corpus_dir/train/*.jsonl`` (sorted); :class:`UserError` if none."""
-    files = sorted((Path(corpus_dir) / "train").glob("*.jsonl"))
-    if not files:
-        raise UserError(f"{corpus_dir}: no training shards (expected train/*.jsonl; run `make corpus`)")
-    return files
+    from corpora.shards import shard_files
+
+    return shard_files(corpus_dir, "train")
 
 
 def read_texts(files: Iterable[Path], max_chars: int = 0) -> Iterator[str]:

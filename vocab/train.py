@@ -304,13 +304,9 @@ def vocab_text(model_bytes: bytes) -> str:
 
 def corpus_files(corpus_dir: str | Path) -> list[Path]:
     """The training shards ``corpus_dir/train/*.jsonl`` (sorted), or a :class:`UserError`."""
-    d = Path(corpus_dir)
-    if not d.is_dir():
-        raise UserError(f"corpus directory not found: {d} (run `make corpus` first)")
-    files = sorted((d / "train").glob("*.jsonl"))
-    if not files:
-        raise UserError(f"no training shards in {d / 'train'} (expected *.jsonl from `make corpus`)")
-    return files
+    from corpora.shards import shard_files
+
+    return shard_files(corpus_dir, "train")
 
 
 def iter_jsonl_texts(paths: Iterable[str | Path], field: str = "text") -> Iterator[str]:
