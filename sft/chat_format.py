@@ -251,3 +251,18 @@ def encode_dialog(dialog: Sequence[Message], enc: TextEncoder, label_mode: Label
     labels[0] = IGNORE_INDEX  # nothing precedes the first token: never a target, packed or not
     return EncodedDialog(ids, labels, starts, n_turns_dropped=start, n_label_chars=chars)
 
+
+
+def fit_prompt(dialog: Sequence[Message], enc: TextEncoder, max_tokens: int) -> tuple[list[int], int]:
+    """``(prompt ids, turns dropped)``: :func:`encode_prompt` of the newest turns that fit ``max_tokens``.
+
+    Whole turns go, oldest first; the system message stays. For a chat whose history outgrows the
+    model's context. Raises :class:`TooLongError` if the last user message alone does not fit.
+    """
+    system = [dict(dialog[0])] if dialog and dialog[0]["role"] == "system" else []
+    body = list(dialog[len(system):])
+    for dropped in range(0, len(body) // 2 + 1):
+        ids = encode_prompt(system + body[2 * dropped:], enc)
+        if len(ids) <= max_tokens:
+            return ids, dropped
+    raise TooLongError(f"the last message alone is {len(ids)} tokens > {max_tokens} (the context left for it)")

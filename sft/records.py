@@ -19,6 +19,7 @@ import collections
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from corpora.readers import _json_lines  # the project's JSONL reader (shared with the corpus stage)
 from sft.dialog import DEFAULT_DELIMITERS, Dialog, OnDelimiter, validate
@@ -88,11 +89,13 @@ class Manifest:
 
 def read_chat_file(path: Path, spec: FormatSpec, manifest: Manifest, *, tiers: Sequence[str] | None = ("A",),
                    tier_field: str = "tier", on_delimiter: OnDelimiter = "reject",
-                   delimiters: Sequence[str] = DEFAULT_DELIMITERS, id_field: str = "id") -> Iterator[ChatRecord]:
+                   delimiters: Sequence[str] = DEFAULT_DELIMITERS, id_field: str = "id",
+                   end: Literal["assistant", "user"] | None = "assistant") -> Iterator[ChatRecord]:
     """Yield the usable dialogs of one JSONL file; count every record in ``manifest``.
 
     ``tiers=None`` keeps every record; otherwise a record whose ``tier_field`` is not in ``tiers``
-    (or that has none) is rejected as ``tier_not_selected``.
+    (or that has none) is rejected as ``tier_not_selected``. ``end`` is the role the dialog must end
+    with (``None``: no rule is checked here; the caller validates, e.g. after removing a reference).
     """
     keep = None if tiers is None else set(tiers)
     for doc_id, obj, rej in _json_lines(path, max_line_bytes=8 << 20, what="chat JSON lines"):
@@ -110,7 +113,9 @@ def read_chat_file(path: Path, spec: FormatSpec, manifest: Manifest, *, tiers: S
         if keep is not None and tier not in keep:
             manifest.reject(rid, "tier_not_selected", f"{tier_field}={tier!r}")
             continue
-        dialog, reason, escaped = validate(dialog, on_delimiter, delimiters=delimiters)
+        escaped = False
+        if end is not None:
+            dialog, reason, escaped = validate(dialog, on_delimiter, end=end, delimiters=delimiters)
         if dialog is None:
             manifest.reject(rid, reason or "bad_record")
             continue
