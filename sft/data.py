@@ -1,0 +1,124 @@
+"""Chat files -> tokenized training examples -> rows (packed or one per row), with the manifest.
+
+The whole SFT data path in one call, shared by training, evaluation and the benchmark::
+
+    data = load_sft_data([Path("sft_train.jsonl")], SftDataConfig(), tokenizer)
+    data.manifest.summary()      # read = used + rejected, by reason (tier, rules, too long...)
+    data.rows                    # [[example indices], ...]: best-fit-decreasing packed rows
+
+Every record read is used or rejected with a reason: the file reader's reasons
+(:mod:`sft.records`), then ``too_long`` (the last turn alone exceeds ``max_seq_len``),
+``prompt_not_prefix`` and ``no_labels``. Dropped oldest turns are counted in ``manifest.notes``.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sft.chat_format import (
+    EncodedDialog,
+    HFTextEncoder,
+    LabelMode,
+    PromptNotPrefixError,
+    TextEncoder,
+    TooLongError,
+    encode_dialog,
+)
+from sft.dialog import DEFAULT_DELIMITERS, OnDelimiter
+from sft.formats import get_format
+from sft.packing import pack_rows, single_rows
+from sft.records import ChatRecord, Manifest, read_chat_files
+from zhllama import default_data_dir
+
+
+@dataclass
+class SftDataConfig:
+    """What to read and how to turn it into training rows (``--data.KEY value``)."""
+
+    train_files: list[Path] = field(default_factory=lambda: [default_data_dir() / "sft" / "sft_train.jsonl"])
+    """Chat JSONL files to train on (one format for all of them)."""
+    eval_files: list[Path] = field(default_factory=lambda: [default_data_dir() / "sft" / "sft_heldout.jsonl"])
+    """Held-out chat files: loss and bits/char on their assistant tokens (every ``eval_every_steps``)."""
+    format: str = "messages"
+    """A format name from ``sft/formats.yaml`` (``messages``, ``sharegpt``, ``alpaca``) or ``formats_file``."""
+    formats_file: Path | None = None
+    """Extra format specs (YAML, same shape as ``sft/formats.yaml``); entries override built-ins by name."""
+    tiers: list[str] | None = field(default_factory=lambda: ["A"])
+    """Keep records whose ``tier_field`` is one of these (A = written by people); ``null`` keeps all."""
+    tier_field: str = "tier"
+    """Record key holding the tier."""
+    on_delimiter: OnDelimiter = "reject"
+    """A message containing ``[INST]``, ``[/INST]``, ``<<SYS>>``, ``<</SYS>>``, ``<s>``, ``</s>`` or
+    ``<unk>``: ``reject`` the record (counted) or ``escape`` it (``[INST]`` -> ``[ INST]``)."""
+    max_seq_len: int = 512
+    """Tokens per row; longer dialogs lose their oldest whole turns (the system message is kept)."""
+    label_mode: LabelMode = "all_turns"
+    """``all_turns`` (every answer + EOS), ``last_turn`` (the last answer + EOS) or
+    ``prompt_and_answers`` (every token)."""
+    packing: bool = True
+    """Pack several conversations per row (attention kept inside each); false = one per row, padded."""
+
+    def __post_init__(self) -> None:
+        if self.max_seq_len < 8:
+            raise ValueError(f"max_seq_len must be >= 8, got {self.max_seq_len}")
+        if self.tiers is not None and not self.tiers:
+            raise ValueError("tiers: give at least one tier, or null for all records")
+
+
+@dataclass
+class SftData:
+    """Tokenized examples of some chat files, the rows they form, and the accounting."""
+
+    examples: list[EncodedDialog]
+    record_ids: list[str]
+    rows: list[list[int]]
+    manifest: Manifest
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(e.input_ids) for e in self.examples)
+
+    @property
+    def n_supervised_tokens(self) -> int:
+        return sum(e.n_labels for e in self.examples)
+
+
+def encode_records(records: Iterable[ChatRecord], enc: TextEncoder, manifest: Manifest, max_seq_len: int,
+                   label_mode: LabelMode) -> tuple[list[EncodedDialog], list[str]]:
+    """Encode each record (turn-aware truncation); count rejections and dropped turns in ``manifest``."""
+    examples, ids = [], []
+    for rec in records:
+        try:
+            ex = encode_dialog(rec.dialog, enc, label_mode, max_seq_len)
+        except TooLongError as e:
+            manifest.reject(rec.record_id, "too_long", str(e))
+            continue
+        except PromptNotPrefixError as e:
+            manifest.reject(rec.record_id, "prompt_not_prefix", str(e))
+            continue
+        if ex.n_labels == 0:
+            manifest.reject(rec.record_id, "no_labels")
+            continue
+        manifest.use()
+        if ex.n_turns_dropped:
+            manifest.notes["rows_truncated"] += 1
+            manifest.notes["turns_dropped_by_truncation"] += ex.n_turns_dropped
+        examples.append(ex)
+        ids.append(rec.record_id)
+    return examples, ids
+
+
+def load_sft_data(files: Sequence[Path], cfg: SftDataConfig, tokenizer: Any, packing: bool | None = None) -> SftData:
+    """Read, validate, tokenize and arrange ``files`` into rows (``packing`` overrides ``cfg.packing``)."""
+    spec = get_format(cfg.format, cfg.formats_file)
+    manifest = Manifest()
+    records = read_chat_files(files, spec, manifest, tiers=cfg.tiers, tier_field=cfg.tier_field,
+                              on_delimiter=cfg.on_delimiter, delimiters=DEFAULT_DELIMITERS)
+    enc = tokenizer if hasattr(tokenizer, "encode_many") else HFTextEncoder(tokenizer)
+    examples, ids = encode_records(records, enc, manifest, cfg.max_seq_len, cfg.label_mode)
+    manifest.check()
+    pack = cfg.packing if packing is None else packing
+    rows = pack_rows([len(e.input_ids) for e in examples], cfg.max_seq_len) if pack else single_rows(len(examples))
+    return SftData(examples, ids, rows, manifest)
