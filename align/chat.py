@@ -1,75 +1,55 @@
-"""The one place where ``align`` meets the chat format: validation and token ids of conversations.
+"""The one place where ``align`` meets the chat format: sft's dialog rules and Meta's ids.
 
-PROVISIONAL: until the ``sft`` package lands on this branch, these are minimal stand-ins with the
-same contract; they will delegate to sft's validator and its Meta ``chat_completion`` encoder.
+Nothing here re-implements the format: validation is :func:`sft.dialog.validate`, ids are
+:func:`sft.chat_format.encode_prompt` / :func:`~sft.chat_format.encode_dialog` (exact to Meta's
+``chat_completion``). What alignment adds is the split of a conversation into *prompt ids* and the
+*reply ids* that follow them, so that chosen and rejected share the prompt's ids exactly::
 
-- :func:`conversation_problem` (``messages -> (reason, detail) | None``);
-- :class:`ChatEncoder`: ``prompt_ids(messages)`` (the generation prompt, ending ``[/INST]``) and
-  ``reply_ids(messages, reply)`` such that ``prompt_ids + reply_ids`` are the training ids of
-  ``messages + [assistant reply]`` (reply text, its trailing space and EOS).
+    enc = ChatEncoder(load_chat_tokenizer("artifacts/sft/demo/final"))
+    p = enc.prompt_ids(prompt)                # <s>[INST] ... [/INST]
+    r = enc.reply_ids(prompt, "你好！")         # ▁你好！▁ </s>   (p + r == the training ids)
 """
 from __future__ import annotations
 
 from typing import Any
 
-B_INST, E_INST = "[INST]", "[/INST]"
-B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
-_DELIMITERS = (B_INST, E_INST, "<<SYS>>", "<</SYS>>")
+from sft.chat_format import HFTextEncoder, encode_dialog, encode_prompt
+from sft.dialog import OnDelimiter, validate
 
 
-def conversation_problem(messages: list) -> tuple[str, str] | None:
-    """Why ``messages`` is not a valid chat (roles, contents, delimiters); ``None`` if it is.
+def check_conversation(messages: list[dict], on_delimiter: OnDelimiter = "reject") -> tuple[list[dict] | None, str | None]:
+    """``(messages to use, None)`` or ``(None, reason)`` for a conversation ending with the assistant.
 
-    >>> conversation_problem([{"role": "user", "content": "[INST] hi"}, {"role": "assistant", "content": "a"}])[0]
-    'delimiter_in_content'
+    The reasons are sft's (``roles_out_of_order``, ``delimiter_in_message``, ``empty_content``...);
+    with ``on_delimiter="escape"`` delimiters are escaped instead of rejected.
+
+    >>> check_conversation([{"role": "user", "content": "[INST] hi"}, {"role": "assistant", "content": "a"}])
+    (None, 'delimiter_in_message')
     """
-    body = messages[1:] if messages and isinstance(messages[0], dict) and messages[0].get("role") == "system" else messages
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
-            return "bad_message", f"message {i} is not {{role, content: str}}"
-        if not m["content"].strip():
-            return "empty_content", f"message {i} is empty"
-        if any(d in m["content"] for d in _DELIMITERS):
-            return "delimiter_in_content", f"message {i} contains a chat-format delimiter"
-    for i, m in enumerate(body):
-        want = "user" if i % 2 == 0 else "assistant"
-        if m.get("role") != want:
-            return "roles_out_of_order", f"turn {i} is {m.get('role')!r}, expected {want!r}"
-    return None
+    dialog, reason, _ = validate(messages, on_delimiter, end="assistant")
+    return dialog, reason
 
 
 class ChatEncoder:
-    """Llama-2 chat ids of a conversation with a Hugging Face tokenizer (BOS/EOS inserted as ids)."""
+    """Prompt ids and reply ids of the Llama-2 chat format over a Hugging Face tokenizer."""
 
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
-        self.bos_id = int(tokenizer.bos_token_id)
-        self.eos_id = int(tokenizer.eos_token_id)
-
-    def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _turns(self, messages: list[dict]) -> list[dict]:
-        if messages and messages[0]["role"] == "system":
-            first = messages[1]
-            merged = {"role": first["role"], "content": B_SYS + messages[0]["content"] + E_SYS + first["content"]}
-            return [merged, *messages[2:]]
-        return list(messages)
+        self.text = HFTextEncoder(tokenizer)
+        self.bos_id, self.eos_id = self.text.bos_id, self.text.eos_id
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        """Ids of ``messages`` (ending with a user turn) up to and including the last ``[/INST]``."""
-        turns = self._turns(messages)
-        ids: list[int] = []
-        for user, answer in zip(turns[::2], turns[1::2], strict=False):
-            ids += [self.bos_id, *self._encode(f"{B_INST} {user['content'].strip()} {E_INST} {answer['content'].strip()} "),
-                    self.eos_id]
-        return ids + [self.bos_id, *self._encode(f"{B_INST} {turns[-1]['content'].strip()} {E_INST}")]
+        """Meta's generation prompt of ``messages`` (ending with a user turn): ``... [/INST]``."""
+        return encode_prompt(messages, self.text)
 
     def reply_ids(self, messages: list[dict], reply: str) -> list[int]:
-        """The ids the assistant's ``reply`` adds after :meth:`prompt_ids` (its text, then EOS)."""
-        turns = self._turns(messages)
-        last = self._encode(f"{B_INST} {turns[-1]['content'].strip()} {E_INST}")
-        full = self._encode(f"{B_INST} {turns[-1]['content'].strip()} {E_INST} {reply.strip()} ")
-        if full[:len(last)] != last:
-            raise ValueError("the reply's ids do not extend the prompt's ids")
-        return full[len(last):] + [self.eos_id]
+        """The ids ``messages + [assistant reply]`` adds after :meth:`prompt_ids` (the reply, EOS last).
+
+        Raises ``sft.chat_format.PromptNotPrefixError`` when the reply's first piece would merge
+        with ``[/INST]`` (the generation prompt would then differ from training).
+        """
+        prompt = self.prompt_ids(messages)
+        full = encode_dialog([*messages, {"role": "assistant", "content": reply}], self.text).input_ids
+        if full[:len(prompt)] != prompt:
+            raise ValueError("the conversation's ids do not start with its prompt's ids")
+        return full[len(prompt):]

@@ -57,29 +57,32 @@ class EncodeStats:
                 "replies_truncated": self.replies_truncated, "rejected": dict(sorted(self.rejected.items()))}
 
 
-def _drop_oldest_turn(messages: list[dict]) -> list[dict] | None:
-    """``messages`` without its oldest (user, assistant) turn; ``None`` when only the last user turn is left."""
+def _keep_newest(messages: list[dict], dropped_turns: int) -> list[dict]:
+    """``messages`` without its ``dropped_turns`` oldest (user, assistant) turns; the system message stays."""
     head = messages[:1] if messages[0]["role"] == "system" else []
-    body = messages[len(head):]
-    return head + body[2:] if len(body) > 1 else None
+    return head + messages[len(head) + 2 * dropped_turns:]
 
 
 def encode_pair(pair: PrefPair, encoder: Any, max_seq_len: int, min_reply_tokens: int = 8,
                 stats: EncodeStats | None = None) -> EncodedPair | None:
     """Ids of ``pair`` fitted to ``max_seq_len`` (see the module doc); ``None`` if rejected (reason in ``stats``)."""
+    from sft.chat_format import PromptNotPrefixError, TooLongError, fit_prompt
+
     stats = stats if stats is not None else EncodeStats()
     messages = [dict(m) for m in pair.prompt]
-    while True:
+    try:
+        longest = max(len(encoder.reply_ids(messages, pair.chosen)), len(encoder.reply_ids(messages, pair.rejected)))
+        try:
+            _, dropped = fit_prompt(messages, encoder.text, max_seq_len - longest)
+        except TooLongError:  # the replies do not fit even after the last user turn: keep only that turn
+            dropped = (len(messages) - (messages[0]["role"] == "system")) // 2
+        messages = _keep_newest(messages, dropped)
         prompt = encoder.prompt_ids(messages)
-        chosen = encoder.reply_ids(messages, pair.chosen)
-        rejected = encoder.reply_ids(messages, pair.rejected)
-        if len(prompt) + max(len(chosen), len(rejected)) <= max_seq_len:
-            break
-        shorter = _drop_oldest_turn(messages)
-        if shorter is None:
-            break
-        messages = shorter
-        stats.turns_dropped += 1
+        chosen, rejected = encoder.reply_ids(messages, pair.chosen), encoder.reply_ids(messages, pair.rejected)
+    except PromptNotPrefixError:
+        stats.rejected["prompt_not_prefix"] += 1
+        return None
+    stats.turns_dropped += dropped
     room = max_seq_len - len(prompt)
     if room < min_reply_tokens:
         stats.rejected["prompt_too_long"] += 1

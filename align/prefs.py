@@ -7,29 +7,25 @@ A record (``../shared/data/sft/pref_train.jsonl``)::
      "chosen": "根据维基百科……", "rejected": "能吃"}
 
 becomes a :class:`PrefPair` or a counted rejection with a reason. The pair-level rules live here
-(identical replies, an empty reply, a prompt that does not end with a user turn, a tier not asked
-for); everything about the conversation itself (roles in order, string contents, the chat
-format's delimiters inside a message) is the SFT validator's, applied to ``prompt + [chosen]``
-and ``prompt + [rejected]``, so a pair is used only if both sides are valid SFT conversations.
-
-Invariant (checked by :func:`read_pairs`): ``read == used + sum(rejected.values())``::
+(identical replies, an empty reply, a prompt that does not end with a user turn); the tier filter
+and everything about the conversation itself (roles in order, string contents, the chat format's
+delimiters or control tokens inside a message) are the SFT stage's rules, applied to
+``prompt + [chosen]`` and ``prompt + [rejected]``: a pair is used only if both sides are valid SFT
+conversations. Lines come from the project's JSONL reader; the accounting is sft's
+:class:`~sft.records.Manifest`, so ``read == used + sum(rejected.values())`` (checked)::
 
     pairs, manifest = read_pairs(Path("pref_train.jsonl"), tiers=("A",))
-    manifest.read == len(pairs) + sum(manifest.rejected.values())
+    manifest.summary()   # 'read 981 = used 708 + rejected 273 (tier_not_selected 273)'
 """
 from __future__ import annotations
 
-import json
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from sft.dialog import OnDelimiter
+from sft.records import Manifest
 from zhllama.cli import UserError
-
-#: Examples of rejected record ids kept per reason in the manifest (all are counted).
-EXAMPLES_PER_REASON = 5
 
 
 @dataclass(frozen=True)
@@ -44,151 +40,89 @@ class PrefPair:
     """The reply people ranked higher."""
     rejected: str
     """The reply people ranked lower."""
-    tier: str = "A"
+    tier: str | None = "A"
     """Data tier (A: written by people; B: produced by OpenAI models)."""
     group: str = ""
     """Conversation tree (held-out files share none with training files)."""
 
-    def conversation(self, which: str) -> list[dict]:
-        """``prompt + [assistant reply]`` for ``which`` in ``("chosen", "rejected")``."""
-        return [dict(m) for m in self.prompt] + [{"role": "assistant", "content": getattr(self, which)}]
 
+def pair_problem(obj: dict, on_delimiter: OnDelimiter = "reject") -> tuple[PrefPair | None, str | None]:
+    """``(pair, None)`` for a usable record, ``(None, reason)`` otherwise (``pair_id`` left empty).
 
-@dataclass
-class PairManifest:
-    """Accounting of one preference file: ``read == used + sum(rejected.values())``."""
-
-    file: str
-    read: int = 0
-    used: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    """``{reason: count}``; reasons are snake_case (``identical_replies``, ``empty_reply``...)."""
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    """A few record ids per reason, to find them in the file."""
-
-    def reject(self, record_id: str, reason: str) -> None:
-        self.rejected[reason] += 1
-        ids = self.examples.setdefault(reason, [])
-        if len(ids) < EXAMPLES_PER_REASON:
-            ids.append(record_id)
-
-    def check(self) -> None:
-        """Raise if a record was lost (the accounting identity does not hold)."""
-        if self.read != self.used + sum(self.rejected.values()):
-            raise AssertionError(f"{self.file}: read {self.read} != used {self.used} + rejected {dict(self.rejected)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "read": self.read, "used": self.used,
-                "rejected": dict(sorted(self.rejected.items())), "examples": self.examples}
-
-
-ConversationCheck = Callable[[list[dict]], "tuple[str, str] | None"]
-"""``check(messages) -> (reason, detail)`` for an invalid SFT conversation, ``None`` for a valid one."""
-
-
-def pair_problem(obj: dict, check_conversation: ConversationCheck) -> tuple[str, str] | None:
-    """Why the record ``obj`` is not a usable pair, as ``(reason, detail)``; ``None`` if it is.
-
-    >>> ok = lambda messages: None
-    >>> pair_problem({"prompt": [{"role": "user", "content": "hi"}], "chosen": "a", "rejected": "a"}, ok)
-    ('identical_replies', 'chosen and rejected are the same text')
+    >>> pair_problem({"prompt": [{"role": "user", "content": "hi"}], "chosen": "a", "rejected": "a "})
+    (None, 'identical_replies')
     """
+    from align.chat import check_conversation
+
     prompt, chosen, rejected = obj.get("prompt"), obj.get("chosen"), obj.get("rejected")
-    for key, value, kind in (("prompt", prompt, list), ("chosen", chosen, str), ("rejected", rejected, str)):
-        if key not in obj:
-            return "missing_field", f"no {key!r} key"
-        if not isinstance(value, kind):
-            return "missing_field", f"{key!r} is {type(value).__name__}, expected {kind.__name__}"
-    assert isinstance(prompt, list) and isinstance(chosen, str) and isinstance(rejected, str)
+    if not (isinstance(prompt, list) and isinstance(chosen, str) and isinstance(rejected, str)):
+        return None, "missing_field"
     if not prompt:
-        return "empty_prompt", "'prompt' has no messages"
-    last = prompt[-1]
-    if not isinstance(last, dict) or last.get("role") != "user":
-        role = last.get("role") if isinstance(last, dict) else type(last).__name__
-        return "prompt_not_ending_with_user", f"last prompt message is {role!r}"
+        return None, "empty_prompt"
+    if not isinstance(prompt[-1], dict) or prompt[-1].get("role") != "user":
+        return None, "prompt_not_ending_with_user"
     if not chosen.strip() or not rejected.strip():
-        return "empty_reply", "chosen is empty" if not chosen.strip() else "rejected is empty"
+        return None, "empty_reply"
     if chosen.strip() == rejected.strip():
-        return "identical_replies", "chosen and rejected are the same text"
-    for side in (chosen, rejected):
-        problem = check_conversation([*prompt, {"role": "assistant", "content": side}])
-        if problem is not None:
-            return problem
-    return None
+        return None, "identical_replies"
+    sides = []
+    for reply in (chosen, rejected):
+        dialog, reason = check_conversation([*prompt, {"role": "assistant", "content": reply}], on_delimiter)
+        if dialog is None:
+            return None, reason
+        sides.append(dialog)
+    # With on_delimiter="escape" both sides carry the same escaped prompt.
+    return PrefPair("", tuple(sides[0][:-1]), sides[0][-1]["content"], sides[1][-1]["content"],
+                    obj.get("tier"), str(obj.get("group", ""))), None
 
 
-def validate_pairs(
-    records: Iterable[tuple[str, dict | None, str | None]], file: str, tiers: tuple[str, ...] | None,
-    check_conversation: ConversationCheck, default_tier: str = "A",
-) -> tuple[list[PrefPair], PairManifest]:
-    """Turn ``(record_id, obj_or_None, read_error_reason)`` items into pairs + their manifest.
+def validate_pairs(records: Iterable[tuple[str, dict | None, str | None]], file: str,
+                   tiers: Sequence[str] | None, manifest: Manifest,
+                   on_delimiter: OnDelimiter = "reject") -> list[PrefPair]:
+    """Turn ``(record_id, obj or None, read-error reason)`` items into pairs, counting each in ``manifest``.
 
-    ``tiers=None`` keeps every tier; otherwise a record of another tier is counted as
-    ``tier_excluded``. A record without ``tier`` is ``default_tier`` (A).
+    ``tiers=None`` keeps every tier; otherwise a record whose ``tier`` is not listed (or missing) is
+    rejected as ``tier_not_selected``, as in the SFT stage.
     """
-    manifest = PairManifest(file=file)
     pairs: list[PrefPair] = []
+    keep = None if tiers is None else set(tiers)
     for record_id, obj, read_error in records:
         manifest.read += 1
         if obj is None:
             manifest.reject(record_id, read_error or "bad_record")
             continue
-        tier = obj.get("tier", default_tier)
-        if tiers is not None and tier not in tiers:
-            manifest.reject(record_id, "tier_excluded")
+        rid = f"{file}#{obj['id']}" if isinstance(obj.get("id"), (str, int)) else record_id
+        if keep is not None and obj.get("tier") not in keep:
+            manifest.reject(rid, "tier_not_selected", f"tier={obj.get('tier')!r}")
             continue
-        problem = pair_problem(obj, check_conversation)
-        if problem is not None:
-            manifest.reject(record_id, problem[0])
+        pair, reason = pair_problem(obj, on_delimiter)
+        if pair is None:
+            manifest.reject(rid, reason or "bad_record")
             continue
-        pid = f"{file}#{obj['id']}" if obj.get("id") is not None else record_id
-        pairs.append(PrefPair(pid, tuple(dict(m) for m in obj["prompt"]), obj["chosen"], obj["rejected"],
-                              str(tier), str(obj.get("group", ""))))
-        manifest.used += 1
-    manifest.check()
-    return pairs, manifest
+        pairs.append(PrefPair(rid, pair.prompt, pair.chosen, pair.rejected, pair.tier, pair.group))
+        manifest.use()
+    return pairs
 
 
-def read_pairs(path: str | Path, tiers: tuple[str, ...] | None = ("A",),
-               check_conversation: ConversationCheck | None = None) -> tuple[list[PrefPair], PairManifest]:
-    """Read a preference JSONL file with the project's JSONL reader; validate; account for every line.
+def read_pairs(paths: str | Path | Sequence[str | Path], tiers: Sequence[str] | None = ("A",),
+               on_delimiter: OnDelimiter = "reject", manifest: Manifest | None = None) -> tuple[list[PrefPair], Manifest]:
+    """Read preference JSONL file(s); validate; account for every line in one manifest.
 
-    A missing file or a file whose first record is not JSON is a :class:`UserError`; a bad line
-    later on is counted (``bad_json``, ``invalid_utf8``...) like any other rejection.
+    A missing file or a file whose first record is not JSON is a :class:`UserError`, and so is a
+    result without a single usable pair; a bad line later on is counted (``bad_json``...).
     """
-    from align.chat import conversation_problem
+    from corpora.readers import _json_lines  # the project's JSONL reader
 
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"preference file not found: {p}")
-    check = check_conversation or conversation_problem
-    pairs, manifest = validate_pairs(_json_records(p), p.name, tiers, check)
+    files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    manifest = manifest if manifest is not None else Manifest()
+    pairs: list[PrefPair] = []
+    for p in files:
+        if not p.is_file():
+            raise UserError(f"preference file not found: {p}")
+        records = ((doc_id, obj, rej.reason if rej is not None else None)
+                   for doc_id, obj, rej in _json_lines(p, 8 << 20, "preference JSON lines"))
+        pairs += validate_pairs(records, p.name, tiers, manifest, on_delimiter)
+    manifest.check()
     if not pairs:
-        raise UserError(f"{p}: no usable preference pair (read {manifest.read}, rejected {dict(manifest.rejected)})")
+        raise UserError(f"{', '.join(map(str, files))}: no usable preference pair ({manifest.summary()})")
     return pairs, manifest
-
-
-def _json_records(path: Path):
-    """``(record_id, obj, None)`` per JSON line, ``(record_id, None, reason)`` for an unreadable one."""
-    from corpora.readers import _json_lines
-
-    for doc_id, obj, rej in _json_lines(path, 8 << 20, "preference JSON lines"):
-        yield doc_id, obj, (rej.reason if rej is not None else None)
-
-
-def write_manifest(manifests: list[PairManifest], extra: dict | None = None) -> dict:
-    """The manifest dict for several files (+ totals); ``json.dumps``-able."""
-    total = Counter()
-    for m in manifests:
-        total.update(m.rejected)
-    out = {"files": [m.to_dict() for m in manifests],
-           "total": {"read": sum(m.read for m in manifests), "used": sum(m.used for m in manifests),
-                     "rejected": dict(sorted(total.items()))}}
-    out.update(extra or {})
-    return out
-
-
-def dumps_pair(pair: PrefPair) -> str:
-    """One pair as a JSON line in the input schema (for tests and ``compare`` outputs)."""
-    return json.dumps({"id": pair.pair_id, "tier": pair.tier, "group": pair.group, "prompt": list(pair.prompt),
-                       "chosen": pair.chosen, "rejected": pair.rejected}, ensure_ascii=False)
