@@ -66,7 +66,8 @@ def sample_replies(model: Any, prompts: Sequence[Sequence[int]], samples_per_pro
     device = next(inner.parameters()).device
     was_training = inner.training
     inner.eval()
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(seed)
         out = inner.generate(
             input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
@@ -89,16 +90,24 @@ def policy_gradient_loss(logps: Any, advantages: Any) -> Any:
 
 @dataclass
 class Rollouts:
-    """A batch of sampled replies, ready for :func:`rollout_loss` (rows prompt-major, ``k`` per prompt)."""
+    """A batch of sampled replies, ready for :func:`rollout_loss` (rows prompt-major, ``k`` per prompt).
+
+    ``batch`` holds the model inputs (``collate_replies`` of ``(prompt_ids, reply_ids)``) and, per
+    sample (``[N]``): ``advantages`` (RLOO, of the KL-penalised reward), ``reward``, ``kl`` (nats,
+    summed over the reply), ``reply_tokens``, ``stopped`` (1 if the reply ended with EOS).
+    """
 
     batch: dict[str, Any]
-    """``collate_replies`` of ``(prompt_ids, reply_ids)`` per sample."""
-    advantages: Any
-    """``[N]`` RLOO advantages of the KL-penalised rewards."""
-    stats: dict[str, float]
-    """Means over the samples: ``reward``, ``kl``, ``reply_tokens``, ``eos_rate``, ``reward_penalised``."""
     temperature: float = 1.0
     """The sampling temperature: the policy is ``softmax(logits / temperature)``."""
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """Means over the samples."""
+        return {k: float(self.batch[k].double().mean()) for k in ROLLOUT_STATS}
+
+
+ROLLOUT_STATS = ("reward", "kl", "reply_tokens", "stopped")
 
 
 def make_rollouts(policy: Any, reference_logits: Callable[[dict], Any], scorer: Any, prompts: Sequence[list[dict]],
@@ -124,27 +133,32 @@ def make_rollouts(policy: Any, reference_logits: Callable[[dict], Any], scorer: 
     batch = collate_replies(list(zip(rows_prompt_ids, replies, strict=True)), pad_id=pad_id)
     inner = getattr(policy, "module", policy)
     device = next(inner.parameters()).device
-    batch = {k: v.to(device) for k, v in batch.items()}
+    inputs = {k: v.to(device) for k, v in batch.items()}
     with torch.no_grad():
-        policy_logps, n_tokens = reply_logps(policy(**model_inputs(batch)).logits / temperature, batch["labels"])
-        ref_logps, _ = reply_logps(reference_logits(batch) / temperature, batch["labels"])
+        policy_logps, n_tokens = reply_logps(policy(**model_inputs(inputs)).logits / temperature, inputs["labels"])
+        ref_logps, _ = reply_logps(reference_logits(inputs) / temperature, inputs["labels"])
     kl = (policy_logps - ref_logps).double().cpu()
     rewards = torch.tensor(scorer(rows_prompts, [decode(r) for r in replies], rows_prompt_ids, replies),
                            dtype=torch.float64)
-    penalised = rewards - kl_coef * kl
-    advantages = rloo_advantages(penalised.view(-1, samples_per_prompt)).view(-1)
-    stats = {"reward": float(rewards.mean()), "kl": float(kl.mean()), "reward_penalised": float(penalised.mean()),
-             "reply_tokens": float(n_tokens.double().mean()),
-             "eos_rate": sum(1 for r in replies if r and r[-1] == eos_id) / len(replies)}
-    return Rollouts(batch, advantages.to(device=device, dtype=torch.float32), stats, temperature)
+    advantages = rloo_advantages((rewards - kl_coef * kl).view(-1, samples_per_prompt)).view(-1)
+    batch.update(advantages=advantages.float(), reward=rewards, kl=kl, reply_tokens=n_tokens.cpu(),
+                 stopped=torch.tensor([float(bool(r) and r[-1] == eos_id) for r in replies]))
+    return Rollouts(batch, temperature)
 
 
-def rollout_loss(policy: Any, rollouts: Rollouts) -> tuple[Any, int, dict[str, float]]:
-    """``(sum over samples of -A * log pi(y), n_samples, {"entropy": mean nats per reply token})``."""
+def rollout_loss(forward: Callable[..., Any], batch: dict[str, Any], temperature: float = 1.0) -> tuple[Any, int, dict]:
+    """``(sum over samples of -A * log pi(y), n_samples, sums of the per-sample figures)``.
+
+    The figures (``reward``, ``kl``, ``reply_tokens``, ``stopped``, ``entropy``: mean nats per reply
+    token of each sample) are *sums* over the samples, as the engine expects; divide by
+    ``n_samples`` for means.
+    """
     from align.logprobs import model_inputs, reply_logps, token_entropy
 
-    logits = policy(**model_inputs(rollouts.batch)).logits / rollouts.temperature
-    logps, _ = reply_logps(logits, rollouts.batch["labels"])
-    entropy_sum, n_tokens = token_entropy(logits.detach(), rollouts.batch["labels"])
-    loss_sum = policy_gradient_loss(logps, rollouts.advantages).sum()
-    return loss_sum, len(logps), {"entropy": float(entropy_sum.sum() / n_tokens.sum().clamp(min=1))}
+    logits = forward(**model_inputs(batch)).logits / temperature
+    logps, _ = reply_logps(logits, batch["labels"])
+    entropy_sum, n_tokens = token_entropy(logits.detach(), batch["labels"])
+    loss_sum = policy_gradient_loss(logps, batch["advantages"]).sum()
+    figures = {k: batch[k].double().sum() for k in ROLLOUT_STATS}
+    figures["entropy"] = (entropy_sum.double() / n_tokens.clamp(min=1)).sum()
+    return loss_sum, len(logps), figures

@@ -47,11 +47,11 @@ def test_known_reward_rises_while_kl_stays_under_its_bound(stopping_llama_dir, b
             lambda r: base_tokenizer.decode(r, skip_special_tokens=True), samples_per_prompt=4,
             max_new_tokens=16, kl_coef=kl_coef, eos_id=2, pad_id=0, seed=step)
         policy.train()
-        loss_sum, n, metrics = rollout_loss(policy, rollouts)
+        loss_sum, n, sums = rollout_loss(policy, rollouts.batch)
         opt.zero_grad()
         (loss_sum / n).backward()
         opt.step()
-        history.append({**rollouts.stats, **metrics})
+        history.append({**rollouts.stats, "entropy": float(sums["entropy"]) / n})
     assert history[0]["kl"] == 0.0 or abs(history[0]["kl"]) < 1e-4  # the policy starts as the reference
     assert history[-1]["reward"] > history[0]["reward"] + 0.15
     assert history[-1]["reply_tokens"] < history[0]["reply_tokens"]
