@@ -19,6 +19,10 @@ INIT_CONFIG ?= configs/pretrain/init.yaml
 PACK_CONFIG ?= configs/pretrain/pack.yaml
 PRETRAIN_CONFIG ?= configs/pretrain/train.yaml
 EVAL_CONFIG ?= configs/pretrain/eval.yaml
+REWARD_CONFIG ?= configs/align/reward.yaml
+DPO_CONFIG ?= configs/align/dpo.yaml
+RL_CONFIG ?= configs/align/rl.yaml
+COMPARE_CONFIG ?= configs/align/compare.yaml
 ARGS ?=
 # `make pretrain` also runs the standin and init steps: ARGS goes to the train command only, these to the steps.
 STANDIN_ARGS ?=
@@ -28,11 +32,13 @@ TRAIN_ARGS ?=
 MODEL ?= $(ART)/pretrain/$(RUN)/final
 BASELINE ?=
 EVAL_FILES ?= $(ART)/corpus/heldout/heldout.jsonl
+# The alignment stages start from the SFT model (`make sft`).
+SFT_MODEL ?= $(ART)/sft/$(RUN)/final
 export DS_ACCELERATOR ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,cpu)
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup corpus vocab merge-tokenizer standin init pack pretrain eval demo test bench lint clean help
+.PHONY: setup corpus vocab merge-tokenizer standin init pack pretrain eval reward dpo rl compare demo test bench lint clean help
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -81,6 +87,26 @@ eval: setup ## perplexity, bits/char, bits/byte of MODEL on EVAL_FILES (vs BASEL
 	$(PY) -m pretrain eval --config $(EVAL_CONFIG) --model $(MODEL) $(addprefix --files ,$(EVAL_FILES)) \
 	  $(if $(BASELINE),--baseline $(BASELINE)) --out_dir $(ART)/eval $(ARGS)
 
+reward: setup ## reward model on preference pairs (DeepSpeed) -> $(ART)/align/reward/final (+ held-out report)
+	$(PY) -m align reward --config $(REWARD_CONFIG) --model_dir $(SFT_MODEL) --tokenizer_dir $(SFT_MODEL) \
+	  --data.train_files $(DATA_DIR)/sft/pref_train.jsonl --data.eval_files $(DATA_DIR)/sft/pref_heldout.jsonl \
+	  --run_dir $(ART)/align/reward $(if $(NPROC),--nproc $(NPROC)) $(ARGS)
+
+dpo: setup ## direct preference optimisation of the SFT model -> $(ART)/align/dpo/final
+	$(PY) -m align dpo --config $(DPO_CONFIG) --model_dir $(SFT_MODEL) --tokenizer_dir $(SFT_MODEL) \
+	  --data.train_files $(DATA_DIR)/sft/pref_train.jsonl --data.eval_files $(DATA_DIR)/sft/pref_heldout.jsonl \
+	  --cache_dir $(ART)/cache --run_dir $(ART)/align/dpo $(if $(NPROC),--nproc $(NPROC)) $(ARGS)
+
+rl: setup ## online RL (RLOO) against the reward model -> $(ART)/align/rl/final (+ logs/rl.png)
+	$(PY) -m align rl --config $(RL_CONFIG) --model_dir $(SFT_MODEL) --tokenizer_dir $(SFT_MODEL) \
+	  --prompts.files $(DATA_DIR)/sft/pref_train.jsonl --reward $(ART)/align/reward/final \
+	  --run_dir $(ART)/align/rl $(if $(NPROC),--nproc $(NPROC)) $(ARGS)
+
+compare: setup ## aligned policies vs the SFT model on held-out prompts -> $(ART)/align/compare/report.md
+	$(PY) -m align compare --config $(COMPARE_CONFIG) --sft_model $(SFT_MODEL) --reward_model $(ART)/align/reward/final \
+	  --policies $(ART)/align/dpo/final --policies $(ART)/align/rl/final --pairs $(DATA_DIR)/sft/pref_heldout.jsonl \
+	  --out_dir $(ART)/align/compare $(ARGS)
+
 demo: setup ## the whole chain on the default data with a small stand-in model
 	$(MAKE) corpus
 	$(MAKE) vocab
@@ -88,16 +114,20 @@ demo: setup ## the whole chain on the default data with a small stand-in model
 	$(MAKE) pretrain TRAIN_ARGS="--max_steps 40 --overwrite"
 	$(MAKE) eval MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin \
 	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english_eval_pydoc.txt"
+	$(MAKE) reward ARGS="--overwrite"
+	$(MAKE) dpo ARGS="--overwrite"
+	$(MAKE) rl ARGS="--overwrite"
+	$(MAKE) compare
 	@echo "demo done: see $(ART)/tokenizer/report.md and $(ART)/eval/report.md"
 
 test: setup ## the full test suite (CPU, < 15 min on 2 cores)
 	$(PY) -m pytest tests -q $(ARGS)
 
 bench: setup ## every benchmark in bench/ (prints ratios against a same-run baseline)
-	for b in corpus tokenizer init packing train eval; do $(PY) bench/$$b.py || exit 1; done
+	for b in corpus tokenizer init packing train eval align; do $(PY) bench/$$b.py || exit 1; done
 
 lint: setup
-	$(PY) -m ruff check zhllama corpora vocab pretrain tests bench
+	$(PY) -m ruff check zhllama corpora vocab pretrain align tests bench
 
 clean:
 	rm -rf $(ART)

@@ -20,39 +20,38 @@ IGNORE_INDEX = -100
 
 
 def collate_replies(items: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
-                    padding_side: str = "right", pad_to_multiple_of: int = 1) -> dict[str, Any]:
+                    padding_side: str = "right") -> dict[str, Any]:
     """Pad ``(prompt_ids, reply_ids)`` pairs into ``input_ids``, ``attention_mask``, ``position_ids``, ``labels``.
 
     ``labels`` hold the reply ids and ``-100`` elsewhere; ``position_ids`` count real tokens only, so
-    left and right padding give the same positions to the same tokens.
+    left and right padding give the same positions to the same tokens. Right padding is sft's
+    :func:`~sft.packing.collate` (one conversation per row); left padding shifts each row right.
 
     >>> b = collate_replies([([1, 5], [7, 2]), ([1], [9])], pad_id=0)
     >>> b["input_ids"].tolist(), b["labels"].tolist()
     ([[1, 5, 7, 2], [1, 9, 0, 0]], [[-100, -100, 7, 2], [-100, 9, -100, -100]])
     """
+    from types import SimpleNamespace
+
+    import numpy as np
     import torch
+
+    from sft.packing import collate, single_rows
 
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    lengths = [len(p) + len(r) for p, r in items]
-    width = max(lengths)
-    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
-    n = len(items)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((n, width), dtype=torch.long)
-    positions = torch.zeros((n, width), dtype=torch.long)
-    for i, (prompt, reply) in enumerate(items):
+    for i, (_, reply) in enumerate(items):
         if not reply:
             raise ValueError(f"item {i}: empty reply (nothing to score)")
-        seq = list(prompt) + list(reply)
-        start = 0 if padding_side == "right" else width - len(seq)
-        sl = slice(start, start + len(seq))
-        input_ids[i, sl] = torch.tensor(seq)
-        labels[i, start + len(prompt):start + len(seq)] = torch.tensor(list(reply))
-        attention[i, sl] = 1
-        positions[i, sl] = torch.arange(len(seq))
-    return {"input_ids": input_ids, "attention_mask": attention, "position_ids": positions, "labels": labels}
+    examples = [SimpleNamespace(input_ids=[*p, *r], labels=[IGNORE_INDEX] * len(p) + list(r)) for p, r in items]
+    batch = collate(examples, single_rows(len(examples)), pad_id, packed=False)
+    if padding_side == "left":
+        width = batch["input_ids"].shape[1]
+        for row, ex in enumerate(examples):
+            shift = width - len(ex.input_ids)
+            for key in batch:
+                batch[key][row] = np.roll(batch[key][row], shift)
+    return {k: torch.from_numpy(v) for k, v in batch.items()}
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:

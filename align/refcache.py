@@ -98,9 +98,10 @@ def cache_key(model_sha256: str, pairs: Sequence[EncodedPair]) -> str:
 
 
 def load_or_compute(cache_root: str | Path, model_dir: str | Path, pairs: Sequence[EncodedPair], pad_id: int,
-                    batch_pairs: int = 8, device: str = "cpu") -> tuple[RefLogps, Path, bool]:
+                    batch_pairs: int = 8, device: str = "auto") -> tuple[RefLogps, Path, bool]:
     """The cached reference log-probs of ``pairs`` under ``model_dir``; computed and stored on a miss.
 
+    Computed in one process (``device="auto"``: the GPU if there is one) before the workers start.
     Returns ``(ref, entry_dir, hit)``.
     """
     from pretrain.model import load_llama
@@ -114,6 +115,10 @@ def load_or_compute(cache_root: str | Path, model_dir: str | Path, pairs: Sequen
         data = np.load(path)
         if len(data["chosen"]) == len(pairs):
             return RefLogps(data["chosen"], data["rejected"]), entry, True
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_llama(model_dir).to(device)
     ref = compute_ref_logps(model, pairs, pad_id, batch_pairs, device, progress=True)
     with atomic_dir(entry) as tmp:

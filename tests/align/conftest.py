@@ -50,13 +50,14 @@ def tiny_model(tiny_llama_dir):
     return load_llama(tiny_llama_dir).eval()
 
 
-def make_stopping(model, prompt_ids, eos_id: int = 2, target_eos_prob: float = 0.1):
+def make_stopping(model, prompt_ids, eos_id: int = 2, target_eos_prob: float = 0.02):
     """Turn a random tiny Llama into one that ends its reply at EOS ~``target_eos_prob`` of the time.
 
     A random 32k-vocabulary model samples EOS once in ~32,000 tokens, so no reward about stopping
-    could ever be observed. Pointing the EOS row of the head along the mean final hidden state
-    (scaled until EOS has the target probability on the prompts) gives the tiny model the habit
-    an SFT model has: it sometimes stops. Returns the scale used.
+    could ever be observed. Here every embedding gets a constant offset on dimension 0 (so the final
+    hidden state has a positive dimension 0 in every context) and the EOS row of the head points
+    along it, scaled until EOS has the target mean probability on the prompts: the habit an SFT
+    model has of sometimes stopping. Returns the scale used.
     """
     import torch
 
@@ -65,8 +66,10 @@ def make_stopping(model, prompt_ids, eos_id: int = 2, target_eos_prob: float = 0
     batch = collate_replies([(p[:-1], p[-1:]) for p in prompt_ids], pad_id=0)
     real = batch["attention_mask"].bool()
     with torch.no_grad():
-        hidden = model.model(**model_inputs(batch)).last_hidden_state[real]
-        direction = hidden.mean(0) / hidden.mean(0).norm()
+        emb = model.model.embed_tokens.weight
+        emb[:, 0] += 4 * float(emb.std())
+        direction = torch.zeros(emb.shape[1])
+        direction[0] = 1.0
         for scale in (0.25 * k for k in range(1, 400)):
             model.lm_head.weight[eos_id] = scale * direction
             probs = torch.softmax(model(**model_inputs(batch)).logits[real], -1)[:, eos_id]

@@ -6,7 +6,8 @@ import importlib
 
 import pytest
 
-MODULES = ["align.prefs", "align.logprobs", "align.dpo", "align.reward", "align.rl", "align.rewards", "align.chat"]
+MODULES = ["align.prefs", "align.logprobs", "align.dpo", "align.reward", "align.rl", "align.rewards", "align.chat",
+           "align.common", "align.compare"]
 
 
 @pytest.mark.parametrize("module", MODULES)
