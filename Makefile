@@ -7,8 +7,10 @@ PY ?= $(VENV)/bin/python
 DATA_DIR ?= ../shared/data
 ART ?= artifacts
 RUN ?= demo
-NPROC ?= 2
-# Per-stage configs (typed YAML; `--key value` overrides go in ARGS).
+# Worker processes for `make pretrain` (empty: the config's launch.nproc, 2 in configs/pretrain/train.yaml).
+NPROC ?=
+# Per-stage configs (typed YAML; `--key value` overrides go in ARGS, after the Makefile's own
+# arguments: the last value of a key wins, so ARGS="--out_dir X" overrides the Makefile's --out_dir).
 CORPUS_CONFIG ?= configs/corpora/build.yaml
 VOCAB_CONFIG ?= configs/vocab/train.yaml
 MERGE_CONFIG ?= configs/vocab/merge.yaml
@@ -18,7 +20,10 @@ PACK_CONFIG ?= configs/pretrain/pack.yaml
 PRETRAIN_CONFIG ?= configs/pretrain/train.yaml
 EVAL_CONFIG ?= configs/pretrain/eval.yaml
 ARGS ?=
-# Extra overrides for the train command only (ARGS also reaches the standin and init steps).
+# `make pretrain` also runs the standin and init steps: ARGS goes to the train command only, these to the steps.
+STANDIN_ARGS ?=
+INIT_ARGS ?=
+# More overrides for the train command (after ARGS).
 TRAIN_ARGS ?=
 MODEL ?= $(ART)/pretrain/$(RUN)/final
 BASELINE ?=
@@ -65,10 +70,12 @@ pack: setup ## tokenize + pack the corpus into cached blocks -> $(ART)/cache/<ke
 	$(PY) -m pretrain pack --config $(PACK_CONFIG) --tokenizer_dir $(ART)/tokenizer --corpus_dir $(ART)/corpus \
 	  --cache_dir $(ART)/cache $(ARGS)
 
-pretrain: setup standin init ## continued pretraining with DeepSpeed (NPROC processes) -> $(ART)/pretrain/$(RUN)/final
+pretrain: setup ## standin + init, then continued pretraining with DeepSpeed -> $(ART)/pretrain/$(RUN)/final
+	$(MAKE) --no-print-directory standin ARGS="$(STANDIN_ARGS)"
+	$(MAKE) --no-print-directory init ARGS="$(INIT_ARGS)"
 	$(PY) -m pretrain train --config $(PRETRAIN_CONFIG) --model_dir $(ART)/pretrain/$(RUN)/init \
 	  --tokenizer_dir $(ART)/tokenizer --corpus_dir $(ART)/corpus --cache_dir $(ART)/cache \
-	  --run_dir $(ART)/pretrain/$(RUN) --nproc $(NPROC) $(ARGS) $(TRAIN_ARGS)
+	  --run_dir $(ART)/pretrain/$(RUN) $(if $(NPROC),--nproc $(NPROC)) $(ARGS) $(TRAIN_ARGS)
 
 eval: setup ## perplexity, bits/char, bits/byte of MODEL on EVAL_FILES (vs BASELINE) -> $(ART)/eval
 	$(PY) -m pretrain eval --config $(EVAL_CONFIG) --model $(MODEL) $(addprefix --files ,$(EVAL_FILES)) \
@@ -80,7 +87,7 @@ demo: setup ## the whole chain on the default data with a small stand-in model
 	$(MAKE) merge-tokenizer
 	$(MAKE) pretrain TRAIN_ARGS="--max_steps 40 --overwrite"
 	$(MAKE) eval MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin \
-	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english.txt"
+	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english_eval_pydoc.txt"
 	@echo "demo done: see $(ART)/tokenizer/report.md and $(ART)/eval/report.md"
 
 test: setup ## the full test suite (CPU, < 15 min on 2 cores)

@@ -84,3 +84,14 @@ def test_optional_accepts_null_and_round_trips_to_dict():
 def test_parse_overrides_rejects_positional_values():
     with pytest.raises(ConfigError):
         parse_overrides(["value-without-key"])
+
+
+def test_a_key_given_twice_keeps_the_last_value_unless_it_is_a_list():
+    # The Makefile passes `--out_dir X`, then the user's ARGS: the user's value must win.
+    cfg = load_config(Cfg, None, ["--out_dir", "a", "--name", "x", "--out_dir", "b", "--optim.lr", "1",
+                                  "--optim.lr", "2", "--flag", "--flag", "false", "--name", "y"])
+    assert cfg.out_dir == Path("b") and cfg.name == "y" and cfg.optim.lr == 2.0 and cfg.flag is False
+    # A list field collects scalars; a list value replaces what came before it.
+    assert load_config(Cfg, None, ["--files", "a", "--files", "b"]).files == ["a", "b"]
+    assert load_config(Cfg, None, ["--files", "a", "--files", "[c, d]"]).files == ["c", "d"]
+    assert load_config(Cfg, None, ["--files", "a", "--files", "[]"]).files == []
