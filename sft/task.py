@@ -1,132 +1,74 @@
 """``SftTask``: supervised chat fine-tuning as a Task of the shared training engine (``pretrain.engine``).
 
-The engine owns the loop (DeepSpeed, LoRA, checkpoints, resume, token-weighted loss, export); this
-Task only says what a micro-batch is and what its loss is:
+The engine owns the loop (DeepSpeed, LoRA, checkpoints, exact resume, token-weighted loss across
+micro-batches, accumulation steps and ranks, export); this Task only says what a micro-batch is:
 
-- ``setup``: read + validate + tokenize the chat files (:func:`sft.data.load_sft_data`), arrange
-  the examples into rows (packed by default); every rank builds the same rows;
+- ``setup``: load the conversations the launcher tokenized once (``task_spec["data_path"]``: flat
+  arrays of ids and labels, and the rows: packed or one conversation each);
 - ``micro_batches(step)``: the rows of optimizer step ``step`` are items ``[step*G, (step+1)*G)``
   of a stream of per-epoch permutations of the rows (``G`` = rows per step over all ranks), cut
-  ``[micro_step][rank][micro]``: a pure function of (seed, step, rank), so resume is exact;
-- ``loss``: summed token NLL over the supervised tokens and their count (the engine divides by the
-  step's global count: a step's loss = sum of token NLL / supervised tokens of the whole step);
-- ``evaluate``: loss and bits/char on the held-out files, rows spread over ranks, sums all-reduced.
+  ``[micro_step][rank][micro]`` (:func:`pretrain.train.step_blocks` / ``rank_micro_blocks``): a pure
+  function of (seed, step, rank), so a resumed run sees the batches of an uninterrupted one;
+- ``loss``: the engine's summed next-token cross-entropy over the labelled tokens (answers + EOS by
+  default), ``units`` = those tokens: a step's loss = sum of token NLL / supervised tokens of the step;
+- ``evaluate``: loss and bits per character on the held-out conversations, rows spread over ranks.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
-import numpy as np
-
+from pretrain.engine import CausalLMTask
+from pretrain.train import rank_micro_blocks, step_blocks
+from sft.evaluate import eval_chunks, score_rows
 from sft.packing import collate, to_torch
+from sft.train import SftTrainConfig
 
 
-def step_rows(step: int, n_rows: int, global_rows: int, seed: int) -> np.ndarray:
-    """Row ids of optimizer step ``step`` (every row once per epoch, a fresh order per epoch).
+class SftTask(CausalLMTask):
+    """Chat SFT rows in the order of :func:`pretrain.train.step_blocks`; summed NLL of the answers.
 
-    >>> sorted(np.concatenate([step_rows(s, 6, 3, 0) for s in range(2)]).tolist())
-    [0, 1, 2, 3, 4, 5]
+    ``task_spec``: ``{"data_path": str, "eval_data_path": str | None, "pad_id": int}`` (written by
+    :func:`sft.train.run`).
     """
-    from pretrain.train import step_blocks
 
-    return step_blocks(step, n_rows, global_rows, seed)
+    config_class = SftTrainConfig
 
-
-def rank_slice(rows_of_step: np.ndarray, rank: int, world_size: int, micro_batch_size: int,
-               micro_step: int) -> np.ndarray:
-    """This rank's rows for ``micro_step`` (layout ``[micro_step][rank][micro]``)."""
-    from pretrain.train import rank_micro_blocks
-
-    return rank_micro_blocks(rows_of_step, rank, world_size, micro_batch_size, micro_step)
-
-
-def eval_plan(n_rows: int, micro_batch_size: int, rank: int, world_size: int) -> list[tuple[list[int], bool]]:
-    """``[(row ids, counted?)]`` of one rank's evaluation micro-batches.
-
-    Every rank runs the same number of forward passes (ZeRO-3 gathers parameters collectively, so
-    a rank that stops early would hang the others); a rank with nothing left repeats its first
-    chunk and does not count it.
-
-    >>> eval_plan(5, 2, rank=1, world_size=2)
-    [([2, 3], True), ([2, 3], False)]
-    """
-    chunks = [list(range(k, min(k + micro_batch_size, n_rows))) for k in range(0, n_rows, micro_batch_size)]
-    mine = chunks[rank::world_size]
-    per_rank = -(-len(chunks) // world_size)
-    filler = mine[0] if mine else chunks[0]
-    return [(c, True) for c in mine] + [(filler, False)] * (per_rank - len(mine))
-
-
-class SftTask:
-    """The Task protocol of ``pretrain.engine`` for chat SFT (see the module docstring)."""
-
-    def __init__(self, cfg: Any):
-        self.cfg = cfg
-        self.data = None
-        self.eval_data = None
-        self.pad_id = 0
-        self.rank, self.world_size = 0, 1
-
-    # ---- data
     def setup(self, engine: Any, rank: int, world_size: int) -> None:
-        from transformers import AutoTokenizer
+        from pathlib import Path
 
-        from sft.data import load_sft_data
+        from sft.data import load_tokenized
 
-        self.rank, self.world_size = rank, world_size
-        tokenizer = AutoTokenizer.from_pretrained(str(self.cfg.tokenizer_dir))
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.data = load_sft_data(self.cfg.data.train_files, self.cfg.data, tokenizer)
-        if self.cfg.data.eval_files and self.cfg.eval_every_steps:
-            self.eval_data = load_sft_data(self.cfg.data.eval_files, self.cfg.data, tokenizer)
+        super().setup(engine, rank, world_size)
+        self.pad_id = int(self.task_spec.get("pad_id", 0))
+        self.examples, self.rows = load_tokenized(Path(self.task_spec["data_path"]))
+        self.eval_examples, self.eval_rows = [], []
+        if self.task_spec.get("eval_data_path"):
+            self.eval_examples, self.eval_rows = load_tokenized(Path(self.task_spec["eval_data_path"]))
 
-    @property
-    def global_rows(self) -> int:
-        return self.cfg.micro_batch_size * self.cfg.grad_accum_steps * self.world_size
-
-    def micro_batches(self, step: int, device: Any = "cpu") -> list[dict]:
-        assert self.data is not None, "setup() first"
-        rows_of_step = step_rows(step, len(self.data.rows), self.global_rows, self.cfg.seed)
+    def micro_batches(self, step: int) -> list[dict]:
+        cfg = self.cfg
+        rows_of_step = step_blocks(step, len(self.rows), cfg.global_batch_size, cfg.seed)
         out = []
-        for micro_step in range(self.cfg.grad_accum_steps):
-            ids = rank_slice(rows_of_step, self.rank, self.world_size, self.cfg.micro_batch_size, micro_step)
-            rows = [self.data.rows[int(i)] for i in ids]
-            out.append(to_torch(collate(self.data.examples, rows, self.pad_id, self.cfg.data.packing), device))
+        for micro_step in range(cfg.grad_accum_steps):
+            ids = rank_micro_blocks(rows_of_step, self.rank, self.world_size, cfg.micro_batch_size, micro_step)
+            rows = [self.rows[int(i)] for i in ids]
+            out.append(to_torch(collate(self.examples, rows, self.pad_id, cfg.data.packing), "cpu"))
         return out
 
-    # ---- loss
     def loss(self, engine: Any, batch: dict) -> tuple[Any, Any, dict]:
+        """Summed NLL of the labelled tokens (KV cache off, see :func:`sft.loss.nll_sum`), their count."""
         from sft.loss import nll_sum
 
-        loss_sum, n_tokens = nll_sum(engine, batch)
+        loss_sum, n_tokens = nll_sum(engine.forward, batch)
         return loss_sum, n_tokens, {}
 
     def evaluate(self, engine: Any) -> dict:
-        import torch
-        import torch.distributed as dist
-
-        from sft.evaluate import SftScore
-        from sft.loss import nll_sum
-
-        if self.eval_data is None or not self.eval_data.rows:
+        """Held-out loss (nats per answer token) and bits per character of the answers."""
+        if not self.eval_rows:
             return {}
-        data = self.eval_data
-        device = getattr(engine, "device", "cpu")
-        sums = torch.zeros(4, dtype=torch.float64, device=device)  # nll, tokens, chars, conversations
-        was_training = engine.training
-        engine.eval()
-        with torch.no_grad():
-            for row_ids, counted in eval_plan(len(data.rows), self.cfg.micro_batch_size, self.rank, self.world_size):
-                rows = [data.rows[i] for i in row_ids]
-                s, n = nll_sum(engine, to_torch(collate(data.examples, rows, self.pad_id, self.cfg.data.packing), device))
-                if counted:
-                    chars = sum(data.examples[i].n_label_chars for r in rows for i in r)
-                    sums += torch.tensor([float(s), float(n), chars, sum(len(r) for r in rows)],
-                                         dtype=torch.float64, device=device)
-        if was_training:
-            engine.train()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(sums)
-        score = SftScore(float(sums[0]), int(sums[1]), int(sums[2]), int(sums[3]))
-        m = score.metrics()
-        return {"eval_loss": m["loss"], "eval_bits_per_char": m["bits_per_char"], "eval_tokens": m["tokens"]}
+        chunks = eval_chunks(len(self.eval_rows), self.cfg.micro_batch_size, self.rank, self.world_size)
+        score = score_rows(engine.forward, self.eval_examples, self.eval_rows, chunks, self.pad_id, engine.device,
+                           packed=self.cfg.data.packing)
+        nll, tokens, chars = engine.all_reduce_sum([score.nll_nats, float(score.tokens), float(score.characters)])
+        return {"loss": nll / tokens, "bits_per_char": nll / math.log(2) / chars}
