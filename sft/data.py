@@ -169,7 +169,7 @@ def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
 
 
 def save_tokenized(path: Path, data: SftData) -> str:
-    """Write ``data``'s examples and rows to ``path`` (``.npz``, atomically); returns their content hash."""
+    """Write ``data``'s examples and rows to ``path`` (``.npz``, atomically); returns :func:`arrays_sha256`."""
     import io
 
     from zhllama.artifacts import atomic_write_bytes

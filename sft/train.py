@@ -68,7 +68,8 @@ def run(cfg: SftTrainConfig) -> int:
     from transformers import AutoTokenizer
 
     from pretrain.data import tokenizer_sha256
-    from sft.data import load_sft_data, save_tokenized
+    from pretrain.engine.rundir import check_identity
+    from sft.data import arrays_sha256, load_sft_data, save_tokenized, tokenized_arrays
     from zhllama.artifacts import atomic_write_json, sha256_file
     from zhllama.cli import existing_file
 
@@ -88,12 +89,16 @@ def run(cfg: SftTrainConfig) -> int:
             raise UserError(f"no usable conversation in {', '.join(map(str, train_files))}: {train.manifest.summary()}")
         launch_dir = Path(cfg.run_dir) / ".launch"
         node = cfg.launch.node_rank
-        data_hash = save_tokenized(launch_dir / f"sft_train.node{node}.npz", train)
+        held = load_sft_data(eval_files, cfg.data, tokenizer) if eval_files else None
+        identity = {"sft_data": arrays_sha256(tokenized_arrays(train))[:16]}
+        if resume is not None:  # refuse other data before writing anything (launch checks it again)
+            check_identity(Path(cfg.run_dir) / "checkpoints", resume,
+                           {"seed": cfg.seed, "global_batch_size": cfg.global_batch_size, **identity})
+        save_tokenized(launch_dir / f"sft_train.node{node}.npz", train)
         task_spec = {"data_path": str(launch_dir / f"sft_train.node{node}.npz"), "eval_data_path": None,
                      "pad_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0}
         manifests = {"train": train.manifest.to_dict()}
-        if eval_files:
-            held = load_sft_data(eval_files, cfg.data, tokenizer)
+        if held is not None:
             manifests["eval"] = held.manifest.to_dict()
             if held.examples:
                 save_tokenized(launch_dir / f"sft_eval.node{node}.npz", held)
@@ -102,6 +107,6 @@ def run(cfg: SftTrainConfig) -> int:
             atomic_write_json(Path(cfg.run_dir) / DATA_MANIFEST, manifests)
         inputs = {"tokenizer": tokenizer_sha256(cfg.tokenizer_dir),
                   **{f"data:{f}": sha256_file(f) for f in train_files + eval_files}}
-        launch(cfg, ds_config, resume, task=TASK, task_spec=task_spec, identity={"sft_data": data_hash[:16]},
+        launch(cfg, ds_config, resume, task=TASK, task_spec=task_spec, identity=identity,
                meta={"inputs": inputs, "data_manifest": manifests}, finalize=finalize_export(cfg))
     return 0
