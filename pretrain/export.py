@@ -15,6 +15,7 @@ Invariant checked on every export: the consolidated state dict covers every weig
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,13 @@ def copy_tokenizer_files(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
-def export_final(ckpt_dir: str | Path, tag: str | None, out_dir: str | Path, cfg: Any) -> Path:
-    """Write ``out_dir`` atomically: safetensors model + tokenizer + meta.json (+ ``adapter/`` for LoRA)."""
+def export_final(ckpt_dir: str | Path, tag: str | None, out_dir: str | Path, cfg: Any,
+                 finalize: Callable[[Path], None] | None = None) -> Path:
+    """Write ``out_dir`` atomically: safetensors model + tokenizer + meta.json (+ ``adapter/`` for LoRA).
+
+    ``finalize(tmp_dir)``, if given, adds a stage's own files (e.g. SFT's chat template and
+    generation config) before the directory is swapped in, so ``out_dir`` is complete or absent.
+    """
     from pretrain.checkpoint import read_latest
     from pretrain.data import tokenizer_sha256
     from pretrain.lora import ADAPTER_DIR_NAME, save_adapter
@@ -106,4 +112,6 @@ def export_final(ckpt_dir: str | Path, tag: str | None, out_dir: str | Path, cfg
         write_meta(tmp, config=cfg, inputs={"tokenizer": tokenizer_sha256(cfg.tokenizer_dir)},
                    checkpoint=str(ckpt / tag), mode=cfg.mode, **recorded,
                    note="merged LoRA model; the adapter is in adapter/" if cfg.mode == "lora" else "")
+        if finalize is not None:
+            finalize(tmp)
     return Path(out_dir)

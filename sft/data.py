@@ -12,12 +12,16 @@ Every record read is used or rejected with a reason: the file reader's reasons
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sft.chat_format import (
+    IGNORE_INDEX,
     EncodedDialog,
     HFTextEncoder,
     LabelMode,
@@ -122,3 +126,68 @@ def load_sft_data(files: Sequence[Path], cfg: SftDataConfig, tokenizer: Any, pac
     pack = cfg.packing if packing is None else packing
     rows = pack_rows([len(e.input_ids) for e in examples], cfg.max_seq_len) if pack else single_rows(len(examples))
     return SftData(examples, ids, rows, manifest)
+
+
+@dataclass(frozen=True)
+class ExampleView:
+    """One tokenized conversation read back from disk (views into flat arrays)."""
+
+    input_ids: np.ndarray
+    labels: np.ndarray
+    n_label_chars: int
+
+    @property
+    def n_labels(self) -> int:
+        return int((self.labels[1:] != IGNORE_INDEX).sum())
+
+
+def _flat(arrays: list) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = np.concatenate([np.asarray(a, dtype=np.int32) for a in arrays]) if arrays else np.zeros(0, np.int32)
+    return flat, offsets
+
+
+def tokenized_arrays(data: SftData) -> dict[str, np.ndarray]:
+    """The examples and rows of ``data`` as flat arrays (what :func:`save_tokenized` writes)."""
+    ids, offsets = _flat([e.input_ids for e in data.examples])
+    labels, _ = _flat([e.labels for e in data.examples])
+    rows, row_offsets = _flat(data.rows)
+    chars = np.array([e.n_label_chars for e in data.examples], dtype=np.int64)
+    return {"input_ids": ids, "labels": labels, "offsets": offsets, "label_chars": chars,
+            "rows": rows.astype(np.int64), "row_offsets": row_offsets}
+
+
+def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """A hash of the arrays' contents (names, dtypes, shapes, bytes): the data identity of a run."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_tokenized(path: Path, data: SftData) -> str:
+    """Write ``data``'s examples and rows to ``path`` (``.npz``, atomically); returns :func:`arrays_sha256`."""
+    import io
+
+    from zhllama.artifacts import atomic_write_bytes
+
+    arrays = tokenized_arrays(data)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+    return arrays_sha256(arrays)
+
+
+def load_tokenized(path: Path) -> tuple[list[ExampleView], list[list[int]]]:
+    """``(examples, rows)`` written by :func:`save_tokenized`."""
+    with np.load(path) as z:
+        a = {k: z[k] for k in z.files}
+    off = a["offsets"]
+    examples = [ExampleView(a["input_ids"][off[i]:off[i + 1]].astype(np.int64), a["labels"][off[i]:off[i + 1]].astype(np.int64),
+                            int(a["label_chars"][i])) for i in range(len(off) - 1)]
+    ro = a["row_offsets"]
+    rows = [a["rows"][ro[i]:ro[i + 1]].tolist() for i in range(len(ro) - 1)]
+    return examples, rows

@@ -47,25 +47,44 @@ class SftScore:
         return out
 
 
-def score_rows(model: Any, examples: Sequence[Any], rows: Sequence[Sequence[int]], micro_batch_size: int,
-               pad_id: int, packed: bool = True) -> SftScore:
-    """Sum the supervised NLL of ``rows`` (indices into ``examples``), ``micro_batch_size`` rows at a time."""
+def eval_chunks(n_rows: int, micro_batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple[list[int], bool]]:
+    """``[(row ids, counted?)]``: one rank's evaluation micro-batches.
+
+    Every rank runs the same number of forward passes (ZeRO-3 gathers parameters collectively, so
+    a rank that stopped early would hang the others); a rank with nothing left repeats a chunk and
+    does not count it.
+
+    >>> eval_chunks(5, 2, rank=1, world_size=2)
+    [([2, 3], True), ([2, 3], False)]
+    """
+    chunks = [list(range(k, min(k + micro_batch_size, n_rows))) for k in range(0, n_rows, micro_batch_size)]
+    mine = chunks[rank::world_size]
+    per_rank = -(-len(chunks) // world_size)
+    filler = mine[0] if mine else chunks[0]
+    return [(c, True) for c in mine] + [(filler, False)] * (per_rank - len(mine))
+
+
+def score_rows(forward: Any, examples: Sequence[Any], rows: Sequence[Sequence[int]],
+               chunks: Sequence[tuple[list[int], bool]], pad_id: int, device: Any, packed: bool = True) -> SftScore:
+    """Sum the supervised NLL of ``rows`` (indices into ``examples``), one chunk of rows per forward.
+
+    ``forward`` is a model or ``engine.forward``; ``chunks`` come from :func:`eval_chunks`.
+    """
     import torch
 
     from sft.loss import nll_sum
     from sft.packing import collate, to_torch
 
-    device = next(model.parameters()).device
     score = SftScore()
     with torch.no_grad():
-        for k in range(0, len(rows), micro_batch_size):
-            chunk = rows[k:k + micro_batch_size]
-            batch = to_torch(collate(examples, chunk, pad_id, packed), device)
-            s, n = nll_sum(model, batch)
-            score.nll_nats += float(s)
-            score.tokens += int(n)
-            score.characters += sum(examples[i].n_label_chars for row in chunk for i in row)
-            score.conversations += sum(len(row) for row in chunk)
+        for row_ids, counted in chunks:
+            chunk = [rows[i] for i in row_ids]
+            s, n = nll_sum(forward, to_torch(collate(examples, chunk, pad_id, packed), device))
+            if counted:
+                score.nll_nats += float(s)
+                score.tokens += int(n)
+                score.characters += sum(examples[i].n_label_chars for row in chunk for i in row)
+                score.conversations += sum(len(row) for row in chunk)
     return score
 
 
@@ -141,7 +160,9 @@ def run(cfg: SftEvalConfig) -> int:
         if not data.examples:
             raise UserError(f"no usable held-out conversation in {files}: {data.manifest.summary()}")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        models[str(path)] = score_rows(model, data.examples, data.rows, cfg.micro_batch_size, pad).metrics()
+        chunks = eval_chunks(len(data.rows), cfg.micro_batch_size)
+        device = next(model.parameters()).device
+        models[str(path)] = score_rows(model, data.examples, data.rows, chunks, pad, device).metrics()
         manifests[str(path)] = data.manifest.to_dict()
         del model
     report = {"files": [str(f) for f in files], "manifest": manifests[str(cfg.model)], "manifests": manifests,

@@ -105,11 +105,6 @@ def collate(examples: Sequence[Example], rows: Sequence[Sequence[int]], pad_id: 
     return out
 
 
-def count_supervised(labels: np.ndarray) -> int:
-    """Tokens that carry a loss: labels at positions >= 1 that are not ignored (the model shifts)."""
-    return int((np.asarray(labels)[..., 1:] != IGNORE_INDEX).sum())
-
-
 def to_torch(batch: dict[str, np.ndarray], device: Any) -> dict[str, Any]:
     """The numpy batch of :func:`collate` as torch tensors on ``device``."""
     import torch

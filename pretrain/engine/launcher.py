@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pretrain.engine.config import EngineConfig, RunPaths
@@ -75,12 +76,15 @@ def preflight(cfg: EngineConfig) -> tuple[dict, ResumePoint | None]:
 
 
 def launch(cfg: EngineConfig, ds_config: dict, resume: ResumePoint | None, *, task: str,
-           task_spec: dict | None = None, identity: dict | None = None, meta: dict | None = None) -> list[dict]:
+           task_spec: dict | None = None, identity: dict | None = None, meta: dict | None = None,
+           finalize: Callable[[Path], None] | None = None) -> list[dict]:
     """Prepare ``run_dir``, run the workers of ``task`` ("module:Class"), export; return the metrics records.
 
     ``task_spec`` reaches the task's constructor in every worker (JSON-able: paths, counts);
     ``identity`` (what decides the data order besides the seed and the global batch) is stored in
-    every checkpoint and must match on resume; ``meta`` goes into ``checkpoints/meta.json``.
+    every checkpoint and must match on resume; ``meta`` goes into ``checkpoints/meta.json``;
+    ``finalize(dir)`` adds the stage's files to ``final/`` before it is swapped in (see
+    :func:`pretrain.export.export_final`).
     """
     from pretrain.launch import run_workers, worker_command, worker_env
     from pretrain.logging_utils import LOSS_PNG_NAME, METRICS_NAME, plot_loss, read_metrics
@@ -115,7 +119,7 @@ def launch(cfg: EngineConfig, ds_config: dict, resume: ResumePoint | None, *, ta
     if cfg.export:
         from pretrain.export import export_final
 
-        export_final(paths.checkpoints, None, paths.final, cfg)
+        export_final(paths.checkpoints, None, paths.final, cfg, finalize=finalize)
     print(summary_line(cfg, records, paths, time.monotonic() - t0))
     return records
 

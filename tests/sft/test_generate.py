@@ -9,7 +9,7 @@ import torch
 from sft.chat import ChatConfig, chat_session
 from sft.chat_format import HFTextEncoder, encode_prompt, fit_prompt
 from sft.data import SftDataConfig
-from sft.evaluate import SftEvalConfig, score_rows
+from sft.evaluate import SftEvalConfig, eval_chunks, score_rows
 from sft.evaluate import run as eval_run
 from sft.generate import GenerateConfig, GenerationSettings, generate_ids
 from sft.generate import run as generate_run
@@ -100,7 +100,7 @@ def test_eval_bits_per_char_is_nll_over_answer_characters(tmp_path, tiny, tiny_l
 
     packed = load_sft_data([src], data_cfg, tok)
     single = load_sft_data([src], data_cfg, tok, packing=False)
-    a, b = score_rows(model, packed.examples, packed.rows, 2, 0), score_rows(model, single.examples, single.rows, 2, 0,
-                                                                            packed=False)
+    a = score_rows(model, packed.examples, packed.rows, eval_chunks(len(packed.rows), 2), 0, "cpu")
+    b = score_rows(model, single.examples, single.rows, eval_chunks(len(single.rows), 2), 0, "cpu", packed=False)
     assert a.tokens == b.tokens and a.nll_nats == pytest.approx(b.nll_nats, rel=1e-5)
     assert torch.isfinite(torch.tensor(a.nll_nats))

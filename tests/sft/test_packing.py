@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from sft.chat_format import IGNORE_INDEX, HFTextEncoder, TooLongError, encode_dialog
-from sft.loss import forward_logits, nll_sum, token_nll
-from sft.packing import collate, count_supervised, pack_rows, padding_efficiency, single_rows, to_torch
+from sft.loss import forward_logits, nll_sum, supervised_count, token_nll
+from sft.packing import collate, pack_rows, padding_efficiency, single_rows, to_torch
 
 
 def test_best_fit_decreasing_loses_nothing_and_respects_capacity():
@@ -39,7 +39,8 @@ def test_collate_restarts_positions_and_masks_padding():
     assert "attention_mask" not in packed
     padded = collate([a, b], [[0], [1]], pad_id=0, packed=False)
     assert padded["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
-    assert count_supervised(packed["labels"]) == count_supervised(padded["labels"]) + 1
+    # 5, 6, 7 in the packed row and 7 alone: a conversation's first token is never a target.
+    assert int(supervised_count(torch.from_numpy(packed["labels"]))) == 4
     assert padding_efficiency([a, b], [[0], [1]], micro_batch_size=2) == 5 / 6
 
 
