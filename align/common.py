@@ -3,9 +3,7 @@
 - :func:`step_items`: this rank's item ids (pairs or prompts) for each micro-step of an optimizer
   step, via the pretraining data order (every item once per epoch, a pure function of
   ``(seed, step, rank)``: resume is exact);
-- :func:`finish_chat_export`: make ``final/`` a chat model directory: the chat tokenizer (with
-  the Llama-2 ``chat_template``) and a ``generation_config`` that stops at EOS, so
-  ``python -m sft chat --model final`` and ``generate`` work on it;
+- :func:`prepare_pair_inputs`: the launcher side of ``reward`` and ``dpo`` (encode, store, manifest);
 - :func:`plot_curves`: one PNG with a panel per logged figure (reward, KL, length...).
 """
 from __future__ import annotations
@@ -59,14 +57,6 @@ def prepare_pair_inputs(cfg: Any, tokenizer: Any) -> tuple[dict, Any, Any]:
     return spec, train, held_out
 
 
-def finish_chat_export(final_dir: str | Path, tokenizer_dir: str | Path) -> None:
-    """Write the chat tokenizer (chat template, pad) and an EOS-stopping ``generation_config`` into ``final_dir``."""
-    from sft.chat_tokenizer import generation_config, save_chat_tokenizer
-
-    tok = save_chat_tokenizer(tokenizer_dir, final_dir)
-    generation_config(tok).save_pretrained(str(final_dir))
-
-
 def plot_curves(records: Sequence[dict], keys: Sequence[str], out_png: str | Path, title: str) -> Path | None:
     """One panel per key of ``keys`` found in ``records`` (x: optimizer step); ``None`` if none is."""
     import matplotlib
@@ -105,18 +95,3 @@ def save_figure(fig: Any, out_png: str | Path) -> Path:
     tmp.replace(out)
     return out
 
-
-def eval_plan(n_items: int, micro_batch_size: int, rank: int, world_size: int) -> list[tuple[list[int], bool]]:
-    """``[(item ids, counted?)]`` of one rank's evaluation batches (TEMPORARY: sft.task.eval_plan once merged).
-
-    Every rank runs the same number of forward passes (ZeRO-3 gathers parameters collectively);
-    a rank with nothing left repeats a chunk and does not count it.
-
-    >>> eval_plan(5, 2, rank=1, world_size=2)
-    [([2, 3], True), ([2, 3], False)]
-    """
-    chunks = [list(range(k, min(k + micro_batch_size, n_items))) for k in range(0, n_items, micro_batch_size)]
-    mine = chunks[rank::world_size]
-    per_rank = -(-len(chunks) // world_size)
-    filler = mine[0] if mine else chunks[0]
-    return [(c, True) for c in mine] + [(filler, False)] * (per_rank - len(mine))

@@ -40,10 +40,14 @@ class PrefDataConfig:
     """Prompt + reply tokens; older turns are dropped first, then both replies are cut to fit."""
     min_reply_tokens: int = 8
     """A pair whose newest user turn leaves less room than this for the replies is rejected."""
+    limit: int | None = None
+    """Use only the first N valid pairs of each split (the rest counted as ``over_limit``); null: all."""
 
     def __post_init__(self) -> None:
         if self.max_seq_len < 16 or not 1 <= self.min_reply_tokens < self.max_seq_len:
             raise ValueError("need max_seq_len >= 16 and 1 <= min_reply_tokens < max_seq_len")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 (or null), got {self.limit}")
         if self.tiers is not None and not self.tiers:
             raise ValueError("tiers: give at least one tier, or null for all records")
 
@@ -65,14 +69,16 @@ class PrefData:
 def load_pref_data(files: Sequence[Path], cfg: PrefDataConfig, tokenizer: Any) -> PrefData:
     """Read, validate and encode ``files``; pairs rejected while fitting are counted in the manifest too."""
     from align.chat import ChatEncoder
-    from align.prefs import read_pairs
+    from align.prefs import drop_used, read_pairs
 
     pairs, manifest = read_pairs(files, cfg.tiers, cfg.on_delimiter)
+    if cfg.limit is not None:
+        for extra in pairs[cfg.limit:]:
+            drop_used(manifest, extra.pair_id, "over_limit")
+        pairs = pairs[:cfg.limit]
     encoded, stats = encode_pairs(pairs, ChatEncoder(tokenizer), cfg.max_seq_len, cfg.min_reply_tokens)
-    # Fitting rejections move from "used" to "rejected" so read = used + rejected still holds.
-    for reason, n in stats.rejected.items():
-        manifest.rejected[reason] += n
-        manifest.used -= n
+    for pair_id, reason in stats.rejected_ids:  # refused while fitting: from "used" to "rejected"
+        drop_used(manifest, pair_id, reason)
     manifest.notes["turns_dropped_by_truncation"] += stats.turns_dropped
     manifest.notes["pairs_with_replies_cut"] += stats.replies_truncated
     manifest.check()

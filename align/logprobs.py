@@ -5,8 +5,7 @@ the log-probabilities of the reply tokens only. Prompt and padding are excluded 
 (``-100`` outside the reply), so changing them cannot change the value::
 
     batch = collate_replies([(prompt_ids, chosen_ids), (prompt_ids, rejected_ids)], pad_id=0)
-    logits = model(**model_inputs(batch)).logits
-    logps, n_tokens = reply_logps(logits, batch["labels"])     # [2], [2]
+    scores = score_replies(model, batch)          # .logps [2], .n_tokens [2]
 
 Invariant: the logit at position ``t`` predicts token ``t + 1``, so the reply's first token is
 scored by the logit of the *last prompt position*; nothing else of the prompt enters.
@@ -14,6 +13,7 @@ scored by the logit of the *last prompt position*; nothing else of the prompt en
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 IGNORE_INDEX = -100
@@ -63,15 +63,11 @@ def token_logps(logits: Any, labels: Any) -> tuple[Any, Any]:
     """Per-position log-probability of the next label, and the mask of scored positions.
 
     Returns ``(logps [B, T-1], mask [B, T-1])`` where ``logps[b, t] = log softmax(logits[b, t])[labels[b, t+1]]``
-    (0 where the label is ``-100``). Computed in float32 whatever the model's dtype.
+    (0 where the label is ``-100``): minus sft's token NLL, in float32 whatever the model's dtype.
     """
-    import torch
+    from sft.loss import token_nll
 
-    targets = labels[:, 1:]
-    mask = targets != IGNORE_INDEX
-    logp_all = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = torch.gather(logp_all, 2, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return picked * mask, mask
+    return -token_nll(logits, labels), labels[:, 1:] != IGNORE_INDEX
 
 
 def reply_logps(logits: Any, labels: Any) -> tuple[Any, Any]:
@@ -87,12 +83,52 @@ def reply_logps(logits: Any, labels: Any) -> tuple[Any, Any]:
     return logps.sum(-1), mask.sum(-1)
 
 
-def token_entropy(logits: Any, labels: Any) -> tuple[Any, Any]:
-    """``(sum of the policy's entropy at reply positions [B], reply tokens [B])`` (nats)."""
+@dataclass
+class ReplyScores:
+    """Per-sequence figures of the reply tokens (``[B]`` each)."""
+
+    logps: Any
+    """Sum of the reply tokens' log-probabilities (under ``softmax(logits / temperature)``)."""
+    n_tokens: Any
+    """Reply tokens."""
+    entropy: Any = None
+    """Sum of the policy's entropy (nats) at the reply positions, when asked for (no gradient)."""
+
+
+def causal_lm(model: Any) -> Any:
+    """The ``LlamaForCausalLM`` inside a DeepSpeed engine and/or a peft wrapper (adapters stay active)."""
+    m = getattr(model, "module", model)
+    if hasattr(m, "get_base_model"):
+        m = m.get_base_model()
+    if not (hasattr(m, "model") and hasattr(m, "lm_head")):
+        raise TypeError(f"not a causal LM with a transformer and an lm_head: {type(m).__name__}")
+    return m
+
+
+def score_replies(model: Any, batch: dict[str, Any], temperature: float = 1.0, entropy: bool = False) -> ReplyScores:
+    """Reply log-probs of ``batch`` with the LM head applied only where a reply token is predicted.
+
+    Equal to :func:`reply_logps` of the full logits (tested), but the ``[tokens, vocabulary]``
+    logits of prompt and padding positions are never computed: with a 50k vocabulary the head and
+    its softmax cost more than a small transformer, and prompts are often longer than replies.
+    Works on a plain model, a peft model (adapters active, or disabled by the caller) and a
+    DeepSpeed engine (ZeRO-3 gathers the parameters of each submodule it runs).
+    """
     import torch
 
-    targets = labels[:, 1:]
+    lm = causal_lm(model)
+    hidden = lm.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                      position_ids=batch.get("position_ids"), use_cache=False).last_hidden_state
+    targets = batch["labels"][:, 1:]
     mask = targets != IGNORE_INDEX
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    entropy = -(logp.exp() * logp).sum(-1)
-    return (entropy * mask).sum(-1), mask.sum(-1)
+    rows, cols = mask.nonzero(as_tuple=True)
+    logp = torch.log_softmax(lm.lm_head(hidden[:, :-1][rows, cols]).float() / temperature, dim=-1)
+    picked = logp.gather(1, targets[rows, cols].unsqueeze(1)).squeeze(1)
+    n_rows = targets.shape[0]
+    sums = torch.zeros(n_rows, dtype=picked.dtype, device=picked.device).index_add(0, rows, picked)
+    out = ReplyScores(sums, mask.sum(-1))
+    if entropy:
+        with torch.no_grad():
+            ent = -(logp.exp() * logp).sum(-1)
+            out.entropy = torch.zeros(n_rows, dtype=ent.dtype, device=ent.device).index_add(0, rows, ent)
+    return out

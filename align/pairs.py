@@ -51,6 +51,12 @@ class EncodeStats:
     turns_dropped: int = 0
     replies_truncated: int = 0
     rejected: Counter = field(default_factory=Counter)
+    rejected_ids: list[tuple[str, str]] = field(default_factory=list)
+    """``(pair_id, reason)`` of every pair rejected while fitting."""
+
+    def reject(self, pair_id: str, reason: str) -> None:
+        self.rejected[reason] += 1
+        self.rejected_ids.append((pair_id, reason))
 
     def to_dict(self) -> dict:
         return {"pairs_in": self.pairs_in, "turns_dropped": self.turns_dropped,
@@ -80,18 +86,18 @@ def encode_pair(pair: PrefPair, encoder: Any, max_seq_len: int, min_reply_tokens
         prompt = encoder.prompt_ids(messages)
         chosen, rejected = encoder.reply_ids(messages, pair.chosen), encoder.reply_ids(messages, pair.rejected)
     except PromptNotPrefixError:
-        stats.rejected["prompt_not_prefix"] += 1
+        stats.reject(pair.pair_id, "prompt_not_prefix")
         return None
     stats.turns_dropped += dropped
     room = max_seq_len - len(prompt)
     if room < min_reply_tokens:
-        stats.rejected["prompt_too_long"] += 1
+        stats.reject(pair.pair_id, "prompt_too_long")
         return None
     if max(len(chosen), len(rejected)) > room:
         chosen, rejected = chosen[:room], rejected[:room]
         stats.replies_truncated += 1
         if chosen == rejected:
-            stats.rejected["identical_after_truncation"] += 1
+            stats.reject(pair.pair_id, "identical_after_truncation")
             return None
     return EncodedPair(pair.pair_id, tuple(prompt), tuple(chosen), tuple(rejected),
                        len(pair.chosen.strip()), len(pair.rejected.strip()))

@@ -126,3 +126,9 @@ def read_pairs(paths: str | Path | Sequence[str | Path], tiers: Sequence[str] | 
     if not pairs:
         raise UserError(f"{', '.join(map(str, files))}: no usable preference pair ({manifest.summary()})")
     return pairs, manifest
+
+
+def drop_used(manifest: Manifest, record_id: str, reason: str) -> None:
+    """Move one record counted as used to the rejected table (a later stage refused it)."""
+    manifest.used -= 1
+    manifest.reject(record_id, reason)

@@ -42,11 +42,9 @@ class RefLogps:
 def pair_logps(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     """``(chosen logps [B], rejected logps [B])`` of a :func:`~align.pairs.pair_batch` under ``model``."""
     from align.dpo import split_pair_batch
-    from align.logprobs import model_inputs, reply_logps
+    from align.logprobs import score_replies
 
-    logits = model(**model_inputs(batch)).logits
-    logps, _ = reply_logps(logits, batch["labels"])
-    return split_pair_batch(logps)
+    return split_pair_batch(score_replies(model, batch).logps)
 
 
 @contextlib.contextmanager

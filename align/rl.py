@@ -110,21 +110,22 @@ class Rollouts:
 ROLLOUT_STATS = ("reward", "kl", "reply_tokens", "stopped")
 
 
-def make_rollouts(policy: Any, reference_logits: Callable[[dict], Any], scorer: Any, prompts: Sequence[list[dict]],
+def make_rollouts(policy: Any, reference_logps: Callable[[dict, float], Any], scorer: Any, prompts: Sequence[list[dict]],
                   prompt_ids: Sequence[Sequence[int]], decode: Callable[[list[int]], str], *,
                   samples_per_prompt: int, max_new_tokens: int, kl_coef: float, eos_id: int, pad_id: int,
                   temperature: float = 1.0, seed: int = 0, synced_gpus: bool = False) -> Rollouts:
     """Sample ``samples_per_prompt`` replies per prompt with ``policy``, score them, compute advantages.
 
-    ``reference_logits(batch)`` gives the reference's logits (a frozen model, or the LoRA policy
-    with its adapter disabled). The policy is the *sampling* distribution, ``softmax(logits / T)``,
-    and the reference is tempered alike, so the KL, the loss and the samples agree. The KL of a
+    ``reference_logps(batch, temperature)`` gives the reference's summed reply log-probs (a frozen
+    model, or the LoRA policy with its adapter disabled; see :func:`reference_scorer`). The policy
+    is the *sampling* distribution, ``softmax(logits / T)``, and the reference is tempered alike,
+    so the KL, the loss and the samples agree. The KL of a
     sample is the k1 estimate ``log pi(y) - log ref(y)`` summed over its reply tokens (unbiased
     for the sequence KL).
     """
     import torch
 
-    from align.logprobs import collate_replies, model_inputs, reply_logps
+    from align.logprobs import collate_replies, score_replies
 
     replies = sample_replies(policy, prompt_ids, samples_per_prompt, max_new_tokens, eos_id, pad_id,
                              temperature, seed, synced_gpus)
@@ -135,8 +136,9 @@ def make_rollouts(policy: Any, reference_logits: Callable[[dict], Any], scorer: 
     device = next(inner.parameters()).device
     inputs = {k: v.to(device) for k, v in batch.items()}
     with torch.no_grad():
-        policy_logps, n_tokens = reply_logps(policy(**model_inputs(inputs)).logits / temperature, inputs["labels"])
-        ref_logps, _ = reply_logps(reference_logits(inputs) / temperature, inputs["labels"])
+        mine = score_replies(policy, inputs, temperature)
+        policy_logps, n_tokens = mine.logps, mine.n_tokens
+        ref_logps = reference_logps(inputs, temperature)
     kl = (policy_logps - ref_logps).double().cpu()
     rewards = torch.tensor(scorer(rows_prompts, [decode(r) for r in replies], rows_prompt_ids, replies),
                            dtype=torch.float64)
@@ -146,19 +148,36 @@ def make_rollouts(policy: Any, reference_logits: Callable[[dict], Any], scorer: 
     return Rollouts(batch, temperature)
 
 
-def rollout_loss(forward: Callable[..., Any], batch: dict[str, Any], temperature: float = 1.0) -> tuple[Any, int, dict]:
-    """``(sum over samples of -A * log pi(y), n_samples, sums of the per-sample figures)``.
+def rollout_loss(policy: Any, batch: dict[str, Any], temperature: float = 1.0) -> tuple[Any, int, dict]:
+    """``(sum over samples of -A * log pi(y), n_samples, sums of the per-sample figures)`` of ``policy``
+    (a model or a DeepSpeed engine).
 
     The figures (``reward``, ``kl``, ``reply_tokens``, ``stopped``, ``entropy``: mean nats per reply
     token of each sample) are *sums* over the samples, as the engine expects; divide by
     ``n_samples`` for means.
     """
-    from align.logprobs import model_inputs, reply_logps, token_entropy
+    from align.logprobs import score_replies
 
-    logits = forward(**model_inputs(batch)).logits / temperature
-    logps, _ = reply_logps(logits, batch["labels"])
-    entropy_sum, n_tokens = token_entropy(logits.detach(), batch["labels"])
-    loss_sum = policy_gradient_loss(logps, batch["advantages"]).sum()
+    scores = score_replies(policy, batch, temperature, entropy=True)
+    loss_sum = policy_gradient_loss(scores.logps, batch["advantages"]).sum()
     figures = {k: batch[k].double().sum() for k in ROLLOUT_STATS}
-    figures["entropy"] = (entropy_sum.double() / n_tokens.clamp(min=1)).sum()
-    return loss_sum, len(logps), figures
+    figures["entropy"] = (scores.entropy.double() / scores.n_tokens.clamp(min=1)).sum()
+    return loss_sum, len(scores.logps), figures
+
+
+def reference_scorer(reference: Any = None, policy: Any = None) -> Callable[[dict, float], Any]:
+    """``batch, temperature -> summed reply log-probs`` of a frozen ``reference`` model, or (LoRA)
+    of ``policy`` with its adapter disabled; no gradient either way."""
+    import torch
+
+    from align.logprobs import score_replies
+    from align.refcache import adapter_disabled
+
+    def logps(batch: dict, temperature: float) -> Any:
+        with torch.no_grad():
+            if reference is not None:
+                return score_replies(reference, batch, temperature).logps
+            with adapter_disabled(policy):
+                return score_replies(policy, batch, temperature).logps
+
+    return logps

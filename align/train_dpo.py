@@ -116,12 +116,10 @@ class DpoTask(CausalLMTask):
         return int(batch["chosen_tokens"].shape[0])
 
     def _dpo(self, engine: Any, batch: dict) -> Any:
-        from align.dpo import dpo_loss, split_pair_batch
-        from align.logprobs import model_inputs, reply_logps
-        from align.refcache import live_ref_logps
+        from align.dpo import dpo_loss
+        from align.refcache import live_ref_logps, pair_logps
 
-        logps, _ = reply_logps(engine.forward(**model_inputs(batch)).logits, batch["labels"])
-        pc, pr = split_pair_batch(logps)
+        pc, pr = pair_logps(engine.ds, batch)
         if "ref_chosen" in batch:
             rc, rr = batch["ref_chosen"], batch["ref_rejected"]
         else:
@@ -138,12 +136,12 @@ class DpoTask(CausalLMTask):
 
     def evaluate(self, engine: Any) -> dict:
         """Held-out: DPO loss, implicit-reward accuracy and margin, and the length baseline (per pair)."""
-        from align.common import eval_plan
+        from sft.evaluate import eval_chunks
 
         if not self.eval_pairs:
             return {}
         sums = [0.0] * 5
-        for idx, counted in eval_plan(len(self.eval_pairs), self.cfg.micro_batch_size, self.rank, self.world_size):
+        for idx, counted in eval_chunks(len(self.eval_pairs), self.cfg.micro_batch_size, self.rank, self.world_size):
             batch = {k: v.to(engine.device) for k, v in pair_tensors(self.eval_pairs, self.eval_ref, idx, self.pad_id).items()}
             out = self._dpo(engine, batch)
             if counted:
@@ -159,12 +157,13 @@ class DpoTask(CausalLMTask):
 
 def run(cfg: DpoConfig) -> int:
     """CLI: check, encode the pairs, cache the reference log-probs, launch the workers, finish ``final/``."""
-    from align.common import finish_chat_export, plot_curves, prepare_pair_inputs
+    from align.common import plot_curves, prepare_pair_inputs
     from align.pairs import pairs_sha256
     from align.refcache import load_or_compute
     from pretrain.engine import launch, preflight, run_lock
     from pretrain.logging_utils import read_metrics
     from sft.chat_tokenizer import load_chat_tokenizer
+    from sft.train import finalize_export
 
     with run_lock(cfg.run_dir, cfg.launch.node_rank):
         ds_config, resume = preflight(cfg)
@@ -179,10 +178,8 @@ def run(cfg: DpoConfig) -> int:
                 spec[f"{name}_ref"] = str(entry / "ref_logps.npz")
                 print(f"reference log-probs ({name}): {'cached' if hit else 'computed'} in {entry}")
         launch(cfg, ds_config, resume, task=TASK, task_spec=spec, identity={"pairs": pairs_sha256(train.pairs)},
-               meta={"inputs": {"pairs_train": pairs_sha256(train.pairs)}})
-        paths_final, logs = Path(cfg.run_dir) / "final", Path(cfg.run_dir) / "logs"
-        if cfg.export and cfg.launch.node_rank == 0:
-            finish_chat_export(paths_final, cfg.tokenizer_dir)
+               meta={"inputs": {"pairs_train": pairs_sha256(train.pairs)}}, finalize=finalize_export(cfg))
+        logs = Path(cfg.run_dir) / "logs"
         plot_curves(read_metrics(logs / "metrics.jsonl"),
                     ["loss", "reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward",
                      "eval_loss", "eval_pref_accuracy"], logs / "dpo.png", f"DPO ({cfg.loss_type}, beta {cfg.beta})")

@@ -113,15 +113,15 @@ class RewardTask(CausalLMTask):
 
     def evaluate(self, engine: Any) -> dict:
         """Held-out pairwise loss and accuracy, and the length baseline of the same pairs."""
-        from align.common import eval_plan
         from align.dpo import split_pair_batch
         from align.reward import pairwise_loss, reward_scores
         from align.train_dpo import pair_tensors
+        from sft.evaluate import eval_chunks
 
         if not self.eval_pairs:
             return {}
         sums = [0.0] * 4
-        for idx, counted in eval_plan(len(self.eval_pairs), self.cfg.micro_batch_size, self.rank, self.world_size):
+        for idx, counted in eval_chunks(len(self.eval_pairs), self.cfg.micro_batch_size, self.rank, self.world_size):
             batch = {k: v.to(engine.device) for k, v in pair_tensors(self.eval_pairs, None, idx, self.pad_id).items()}
             rc, rr = split_pair_batch(reward_scores(engine.ds, batch))
             if counted:
@@ -136,8 +136,8 @@ class RewardTask(CausalLMTask):
 def export_reward(cfg: RewardConfig, pad_id: int, out_dir: Path) -> Any:
     """Consolidate ``run_dir/checkpoints`` into ``out_dir``: a merged ``LlamaForSequenceClassification``
     + the chat tokenizer + ``meta.json``; returns the model (eval mode)."""
-    from align.common import finish_chat_export
     from pretrain.export import consolidated_state_dict, load_into
+    from sft.train import finalize_export
     from zhllama.artifacts import atomic_dir, write_meta
 
     ckpt = Path(cfg.run_dir) / "checkpoints"
@@ -149,7 +149,7 @@ def export_reward(cfg: RewardConfig, pad_id: int, out_dir: Path) -> Any:
     model.eval()
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
-        finish_chat_export(tmp, cfg.tokenizer_dir)
+        finalize_export(cfg)(tmp)  # the chat tokenizer and generation config, as for every chat model
         write_meta(tmp, config=cfg, mode=cfg.mode, note="reward model: LlamaForSequenceClassification, num_labels=1; "
                    "the reward is the score at the last real token (the reply's EOS)")
     return model

@@ -83,7 +83,7 @@ class RlConfig(EngineConfig):
 def load_prompts(cfg: PromptDataConfig, tokenizer: Any) -> tuple[list[list[dict]], list[list[int]], Any]:
     """``(prompts, their chat ids, manifest)``: validated, deduplicated, fitted to ``max_prompt_tokens``."""
     from align.chat import ChatEncoder
-    from align.prefs import read_pairs
+    from align.prefs import drop_used, read_pairs
     from sft.chat_format import TooLongError, fit_prompt
 
     pairs, manifest = read_pairs(cfg.files, cfg.tiers, cfg.on_delimiter)
@@ -93,18 +93,15 @@ def load_prompts(cfg: PromptDataConfig, tokenizer: Any) -> tuple[list[list[dict]
     for pair in pairs:
         key = json.dumps(pair.prompt, ensure_ascii=False, sort_keys=True)
         if key in seen:
-            manifest.reject(pair.pair_id, "duplicate_prompt")
-            manifest.used -= 1
+            drop_used(manifest, pair.pair_id, "duplicate_prompt")
             continue
         if cfg.limit is not None and len(prompts) >= cfg.limit:
-            manifest.reject(pair.pair_id, "beyond_limit")
-            manifest.used -= 1
+            drop_used(manifest, pair.pair_id, "over_limit")
             continue
         try:
             p_ids, dropped = fit_prompt(list(pair.prompt), enc.text, cfg.max_prompt_tokens)
         except TooLongError:
-            manifest.reject(pair.pair_id, "prompt_too_long")
-            manifest.used -= 1
+            drop_used(manifest, pair.pair_id, "prompt_too_long")
             continue
         seen.add(key)
         manifest.notes["turns_dropped_by_truncation"] += dropped
@@ -146,25 +143,17 @@ class RlTask(CausalLMTask):
             self.reference.requires_grad_(False)
         torch.manual_seed(self.cfg.seed)
 
-    def _reference_logits(self, batch: dict) -> Any:
-        from align.logprobs import model_inputs
-        from align.refcache import adapter_disabled
-
-        if self.reference is not None:
-            return self.reference(**model_inputs(batch)).logits
-        with adapter_disabled(self.engine.ds):
-            return self.engine.forward(**model_inputs(batch)).logits
-
     def micro_batches(self, step: int) -> list[dict]:
         import numpy as np
 
-        from align.rl import make_rollouts
+        from align.rl import make_rollouts, reference_scorer
 
+        reference = reference_scorer(self.reference, self.engine.ds)
         out = []
         for micro, idx in enumerate(step_items(step, len(self.prompts), self.cfg, self.rank, self.world_size)):
             seed = int(np.random.SeedSequence([self.cfg.seed, step, self.rank, micro]).generate_state(1)[0])
             rollouts = make_rollouts(
-                self.engine.ds, self._reference_logits, self.scorer, [self.prompts[int(i)] for i in idx],
+                self.engine.ds, reference, self.scorer, [self.prompts[int(i)] for i in idx],
                 [self.prompt_ids[int(i)] for i in idx], self._decode, samples_per_prompt=self.cfg.samples_per_prompt,
                 max_new_tokens=self.cfg.max_new_tokens, kl_coef=self.cfg.kl_coef, eos_id=self.eos_id,
                 pad_id=self.pad_id, temperature=self.cfg.temperature, seed=seed, synced_gpus=self.synced_gpus)
@@ -180,15 +169,16 @@ class RlTask(CausalLMTask):
     def loss(self, engine: Any, batch: dict) -> tuple[Any, Any, dict]:
         from align.rl import rollout_loss
 
-        return rollout_loss(engine.forward, batch, self.cfg.temperature)
+        return rollout_loss(engine.ds, batch, self.cfg.temperature)
 
 
 def run(cfg: RlConfig) -> int:
     """CLI: check, read the prompts, launch the workers, finish ``final/``, draw ``logs/rl.png``."""
-    from align.common import finish_chat_export, plot_curves
+    from align.common import plot_curves
     from pretrain.engine import launch, preflight, run_lock
     from pretrain.logging_utils import read_metrics
     from sft.chat_tokenizer import load_chat_tokenizer
+    from sft.train import finalize_export
     from zhllama.artifacts import atomic_write_json, sha256_bytes
 
     if not cfg.reward.startswith("rule:") and not (Path(cfg.reward) / "config.json").is_file():
@@ -205,14 +195,12 @@ def run(cfg: RlConfig) -> int:
         print(f"prompts: {manifest.summary()}")
         key = sha256_bytes(payload.encode())
         launch(cfg, ds_config, resume, task=TASK, task_spec={"prompts": str(data_dir / "prompts.json")},
-               identity={"prompts": key}, meta={"inputs": {"prompts": key}})
+               identity={"prompts": key}, meta={"inputs": {"prompts": key}}, finalize=finalize_export(cfg))
         if cfg.launch.node_rank != 0:
             return 0
         logs = Path(cfg.run_dir) / "logs"
         records = read_metrics(logs / "metrics.jsonl")
         plot_curves(records, RL_CURVES, logs / "rl.png", f"RLOO ({cfg.mode}, kl_coef {cfg.kl_coef}, reward {cfg.reward})")
-        if cfg.export:
-            finish_chat_export(Path(cfg.run_dir) / "final", cfg.tokenizer_dir)
         steps = [r for r in records if "reward" in r]
         if steps:
             print(f"RL: reward {steps[0]['reward']:.3f} -> {steps[-1]['reward']:.3f}, KL {steps[-1]['kl']:.3f} nats, "

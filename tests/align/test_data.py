@@ -15,3 +15,8 @@ def test_fitting_rejections_are_counted_and_storage_round_trips(tmp_path, pref_t
     assert set(data.prompts) == {p.pair_id for p in data.pairs}
     back = load_encoded(save_encoded(tmp_path / "pairs.npz", data.pairs))
     assert back == data.pairs
+    # A limit keeps the first N valid pairs and counts the rest.
+    few = load_pref_data(cfg.train_files, PrefDataConfig(train_files=cfg.train_files, eval_files=[], limit=10),
+                         base_tokenizer)
+    assert few.manifest.used == len(few.pairs) <= 10 and few.manifest.rejected["over_limit"] == 708 - 10
+    assert few.manifest.read == few.manifest.used + sum(few.manifest.rejected.values())

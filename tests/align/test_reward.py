@@ -79,3 +79,23 @@ def test_report_has_the_length_baseline_and_the_chosen_shorter_slice(tier_a_pair
     # The opposite scorer is right exactly on the pairs where the chosen reply is shorter.
     flipped = pairwise_report([-x for x in lc], [-x for x in lr], lc, lr)
     assert flipped["accuracy_chosen_shorter"] == 1.0
+
+
+def test_lora_reward_model_trains_adapters_and_the_score_head_and_merges(tiny_llama_dir, small_encoded):
+    from align.train_reward import RewardConfig, reward_model_for
+    from zhllama.config import load_config
+
+    cfg = load_config(RewardConfig, None, {"model_dir": str(tiny_llama_dir), "mode": "lora", "lora": {"r": 4}})
+    model = reward_model_for(cfg, None, pad_id=0)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trainable) and any("score" in n for n in trainable)
+    assert not any("layers.0.mlp.up_proj.base_layer" in n for n in trainable)  # the base stays frozen
+    batch = pair_batch(small_encoded[:2], pad_id=0)
+    rc, rr = split_pair_batch(reward_scores(model, batch))
+    pairwise_loss(rc, rr).mean().backward()
+    with torch.no_grad():
+        before = reward_scores(model, batch)
+    merged = model.merge_and_unload()
+    assert type(merged).__name__ == "LlamaForSequenceClassification"
+    with torch.no_grad():
+        torch.testing.assert_close(reward_scores(merged, batch), before, rtol=1e-5, atol=1e-5)

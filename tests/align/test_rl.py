@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from align.logprobs import model_inputs
 from align.rewards import RuleScorer
-from align.rl import kl_bound, make_rollouts, rloo_advantages, rollout_loss, sample_replies
+from align.rl import kl_bound, make_rollouts, reference_scorer, rloo_advantages, rollout_loss, sample_replies
 from pretrain.model import load_llama
 
 
@@ -43,7 +42,7 @@ def test_known_reward_rises_while_kl_stays_under_its_bound(stopping_llama_dir, b
     history = []
     for step in range(4):
         rollouts = make_rollouts(
-            policy, lambda b: reference(**model_inputs(b)).logits, scorer, prompts[:2], ids[:2],
+            policy, reference_scorer(reference), scorer, prompts[:2], ids[:2],
             lambda r: base_tokenizer.decode(r, skip_special_tokens=True), samples_per_prompt=4,
             max_new_tokens=16, kl_coef=kl_coef, eos_id=2, pad_id=0, seed=step)
         policy.train()
