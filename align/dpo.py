@@ -75,14 +75,28 @@ def dpo_loss(policy_chosen: Any, policy_rejected: Any, ref_chosen: Any, ref_reje
     return DpoOutput(losses, chosen_rewards, rejected_rewards)
 
 
+TIE_NATS = 1e-4
+"""Margins within this many nats are ties: a sum of a few hundred fp32 log-probs computed in two
+batches of different padding differs by ~1e-5, which must not decide a preference."""
+
+
+def preference_hits(margins: Any, tie: float = TIE_NATS) -> Any:
+    """1 per pair ranked right (margin > tie), 0.5 per tie (|margin| <= tie), 0 otherwise.
+
+    >>> import torch
+    >>> preference_hits(torch.tensor([0.3, 1e-6, -2.0])).tolist()
+    [1.0, 0.5, 0.0]
+    """
+    return (margins > tie).double() + 0.5 * (margins.abs() <= tie).double()
+
+
 def implicit_reward_accuracy(policy_chosen: Any, policy_rejected: Any, ref_chosen: Any, ref_rejected: Any) -> float:
     """Share of pairs whose implicit DPO reward ranks chosen above rejected (ties count half).
 
     The implicit reward ``beta * (log pi - log ref)`` orders pairs the same for any ``beta > 0``.
     """
-
     h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
-    return float(((h > 0).double() + 0.5 * (h == 0).double()).mean()) if len(h) else float("nan")
+    return float(preference_hits(h).mean()) if len(h) else float("nan")
 
 
 def split_pair_batch(values: Any) -> tuple[Any, Any]:

@@ -136,6 +136,7 @@ class DpoTask(CausalLMTask):
 
     def evaluate(self, engine: Any) -> dict:
         """Held-out: DPO loss, implicit-reward accuracy and margin, and the length baseline (per pair)."""
+        from align.dpo import preference_hits
         from sft.evaluate import eval_chunks
 
         if not self.eval_pairs:
@@ -148,7 +149,7 @@ class DpoTask(CausalLMTask):
                 m = out.margins
                 longer = batch["chosen_chars"] - batch["rejected_chars"]
                 sums = [a + float(b) for a, b in zip(sums, (
-                    out.losses.sum(), ((m > 0).double() + 0.5 * (m == 0).double()).sum(), m.sum(),
+                    out.losses.sum(), preference_hits(m / self.cfg.beta).sum(), m.sum(),
                     ((longer > 0).double() + 0.5 * (longer == 0).double()).sum(), len(m)), strict=True)]
         loss, acc, margin, length, n = engine.all_reduce_sum(sums)
         return {"loss": loss / n, "pref_accuracy": acc / n, "reward_margin": margin / n,
