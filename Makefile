@@ -1,4 +1,4 @@
-# zhllama: each target is a thin wrapper over a stage CLI (`python -m corpora|vocab|pretrain ...`).
+# zhllama: each target is a thin wrapper over a stage CLI (`python -m corpora|vocab|pretrain|sft ...`).
 # Override any variable: `make vocab DATA_DIR=/data/zh ART=/scratch/art`.
 SHELL := /bin/bash
 PYTHON_BOOT ?= python3
@@ -27,12 +27,17 @@ INIT_ARGS ?=
 TRAIN_ARGS ?=
 MODEL ?= $(ART)/pretrain/$(RUN)/final
 BASELINE ?=
+# Chat fine-tuning: `make sft` trains on top of SFT_BASE; `make chat` talks to CHAT_MODEL.
+SFT_CONFIG ?= configs/sft/train.yaml
+SFT_BASE ?= $(ART)/pretrain/$(RUN)/final
+SFT_ARGS ?=
+CHAT_MODEL ?= $(ART)/sft/$(RUN)/final
 EVAL_FILES ?= $(ART)/corpus/heldout/heldout.jsonl
 export DS_ACCELERATOR ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,cpu)
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup corpus vocab merge-tokenizer standin init pack pretrain eval demo test bench lint clean help
+.PHONY: setup corpus vocab merge-tokenizer standin init pack pretrain eval sft chat demo test bench lint clean help
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -81,6 +86,14 @@ eval: setup ## perplexity, bits/char, bits/byte of MODEL on EVAL_FILES (vs BASEL
 	$(PY) -m pretrain eval --config $(EVAL_CONFIG) --model $(MODEL) $(addprefix --files ,$(EVAL_FILES)) \
 	  $(if $(BASELINE),--baseline $(BASELINE)) --out_dir $(ART)/eval $(ARGS)
 
+sft: setup ## supervised chat fine-tuning of SFT_BASE (Llama-2 chat format, DeepSpeed) -> $(ART)/sft/$(RUN)/final
+	$(PY) -m sft train --config $(SFT_CONFIG) --model_dir $(SFT_BASE) --tokenizer_dir $(ART)/tokenizer \
+	  --data.train_files $(DATA_DIR)/sft/sft_train.jsonl --data.eval_files $(DATA_DIR)/sft/sft_heldout.jsonl \
+	  --run_dir $(ART)/sft/$(RUN) $(if $(NPROC),--nproc $(NPROC)) $(ARGS) $(SFT_ARGS)
+
+chat: setup ## talk to CHAT_MODEL in the terminal (multi-turn, streamed; ARGS="--system '...'")
+	$(PY) -m sft chat --config configs/sft/chat.yaml --model $(CHAT_MODEL) $(ARGS)
+
 demo: setup ## the whole chain on the default data with a small stand-in model
 	$(MAKE) corpus
 	$(MAKE) vocab
@@ -88,16 +101,20 @@ demo: setup ## the whole chain on the default data with a small stand-in model
 	$(MAKE) pretrain TRAIN_ARGS="--max_steps 40 --overwrite"
 	$(MAKE) eval MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin \
 	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english_eval_pydoc.txt"
-	@echo "demo done: see $(ART)/tokenizer/report.md and $(ART)/eval/report.md"
+	$(MAKE) sft SFT_ARGS="--overwrite"
+	$(PY) -m sft generate --config configs/sft/generate.yaml --model $(ART)/sft/$(RUN)/final \
+	  --input $(DATA_DIR)/sft/sft_heldout.jsonl --output $(ART)/sft/$(RUN)/generations.jsonl \
+	  --tiers '[A]' --limit 4 --generation.max_new_tokens 48
+	@echo "demo done: see $(ART)/tokenizer/report.md, $(ART)/eval/report.md, $(ART)/sft/$(RUN)/generations.jsonl"
 
 test: setup ## the full test suite (CPU, < 15 min on 2 cores)
 	$(PY) -m pytest tests -q $(ARGS)
 
 bench: setup ## every benchmark in bench/ (prints ratios against a same-run baseline)
-	for b in corpus tokenizer init packing train eval; do $(PY) bench/$$b.py || exit 1; done
+	for b in corpus tokenizer init packing train eval sft; do $(PY) bench/$$b.py || exit 1; done
 
 lint: setup
-	$(PY) -m ruff check zhllama corpora vocab pretrain tests bench
+	$(PY) -m ruff check zhllama corpora vocab pretrain sft tests bench
 
 clean:
 	rm -rf $(ART)

@@ -100,7 +100,9 @@ def chat_session(model: Any, tokenizer: Any, cfg: ChatConfig, read_line: Callabl
             continue
         dialog, reason, _ = validate(history + [{"role": "user", "content": line}], cfg.on_delimiter, end="user")
         if dialog is None:
-            write(f"error: {reason} (special tags such as [INST] or <<SYS>> are not allowed in a message)")
+            why = " ([INST], [/INST], <<SYS>>, <</SYS>>, <s>, </s> are not allowed in a message)" \
+                if reason == "delimiter_in_message" else ""
+            write(f"error: {reason}{why}")
             continue
         try:
             ids, dropped = fit_prompt(dialog, enc, room)
@@ -110,6 +112,9 @@ def chat_session(model: Any, tokenizer: Any, cfg: ChatConfig, read_line: Callabl
         if dropped:
             write(f"(oldest {dropped} turn(s) left out: context is {_context_tokens(model)} tokens)\n")
         answer, _ = stream_answer(model, tokenizer, ids, cfg.generation, write)
+        if not answer:  # a blank answer cannot be a turn of the format: forget the question too
+            write("(empty answer: this turn is not kept)")
+            continue
         history = dialog + [{"role": "assistant", "content": answer}]
 
 

@@ -175,6 +175,6 @@ def run(cfg: SftEvalConfig) -> int:
     main = models[str(cfg.model)]
     print(f"sft eval: {main['conversations']} conversations, {main['tokens']:,} answer tokens: loss {main['loss']:.4f}, "
           f"{main['bits_per_char']:.4f} bits/char" + "".join(
-              f"; baseline {Path(n).name}: {m['bits_per_char']:.4f} bits/char" for n, m in models.items()
+              f"; baseline {n}: {m['bits_per_char']:.4f} bits/char" for n, m in models.items()
               if n != str(cfg.model)) + f" -> {out / 'report.md'}")
     return 0
