@@ -15,8 +15,9 @@ What happens, in order (nothing is written before every check passed):
 3. the workers (:class:`sft.task.SftTask`) train; the data's content hash is part of the run's
    identity, so a resume with other data or options is refused;
 4. ``final/``: the merged Hugging Face model (LoRA merged; the adapter in ``final/adapter/``) with
-   the chat tokenizer (Llama-2 ``chat_template``, control tokens read in text, pad = ``<unk>``) and a
-   ``generation_config.json`` that stops at EOS.
+   the chat tokenizer (the format's ``chat_template``, control tokens read in text, pad = ``<unk>``),
+   ``chat_format.json`` (the format, read back by chat/generate/eval) and a ``generation_config.json``
+   that stops at EOS.
 """
 from __future__ import annotations
 
@@ -56,8 +57,10 @@ def finalize_export(cfg: SftTrainConfig):
 
     def add_chat_files(out_dir: Path) -> None:
         from sft.chat_tokenizer import generation_config, save_chat_tokenizer
+        from sft.templates import get_chat_format
 
-        tok = save_chat_tokenizer(cfg.tokenizer_dir, out_dir)
+        tok = save_chat_tokenizer(cfg.tokenizer_dir, out_dir, get_chat_format(cfg.data.chat_format,
+                                                                               cfg.data.chat_formats_file))
         generation_config(tok).save_pretrained(str(out_dir))
 
     return add_chat_files
