@@ -20,7 +20,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from zhllama.config import ConfigError, from_dict, load_yaml
+from zhllama.config import from_dict
 
 BUILTIN_CHAT_FORMATS_FILE = Path(__file__).with_name("chat_formats.yaml")
 CHAT_FORMAT_FILE = "chat_format.json"
@@ -83,21 +83,16 @@ LLAMA2 = ChatFormat()
 
 def load_chat_formats(extra_file: str | Path | None = None) -> dict[str, ChatFormat]:
     """The built-in formats, overridden/extended by ``extra_file`` (same YAML shape)."""
-    formats: dict[str, ChatFormat] = {}
-    for path in [BUILTIN_CHAT_FORMATS_FILE] + ([Path(extra_file)] if extra_file else []):
-        for name, raw in load_yaml(path).items():
-            if not isinstance(raw, dict):
-                raise ConfigError(f"{path}: chat format {name!r} must be a mapping of ChatFormat keys")
-            formats[name] = from_dict(ChatFormat, raw, source=f"{path}:{name}")
-    return formats
+    from sft.formats import load_named_specs
+
+    return load_named_specs(ChatFormat, BUILTIN_CHAT_FORMATS_FILE, extra_file)
 
 
 def get_chat_format(name: str, extra_file: str | Path | None = None) -> ChatFormat:
     """The format called ``name`` (a :class:`ConfigError` listing the known names otherwise)."""
-    formats = load_chat_formats(extra_file)
-    if name not in formats:
-        raise ConfigError(f"unknown chat format {name!r}; known: {sorted(formats)}")
-    return formats[name]
+    from sft.formats import pick
+
+    return pick(load_chat_formats(extra_file), name, "chat format")
 
 
 def save_chat_format(fmt: ChatFormat, model_dir: Path) -> None:
