@@ -118,7 +118,10 @@ def test_export_is_a_chat_model_with_template_and_eos(split_runs, inputs, random
 
     from sft.chat_format import HFTextEncoder, encode_prompt
 
+    from sft.templates import LLAMA2, model_chat_format
+
     final = split_runs["ranks2_accum2"]["dir"] / "final"
+    assert (final / "chat_format.json").is_file() and model_chat_format(final) == LLAMA2
     tok = AutoTokenizer.from_pretrained(str(final))
     assert GenerationConfig.from_pretrained(str(final)).eos_token_id == tok.eos_token_id == 2
     enc = HFTextEncoder(AutoTokenizer.from_pretrained(str(inputs["tokenizer_dir"])))
