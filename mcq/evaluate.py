@@ -10,6 +10,7 @@ dict (the ``models[label]`` entry of report.json). Example::
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,7 @@ def accuracy(records: Sequence[dict], subjects: Sequence[str], key: str = "predi
         "macro": sum(row["accuracy"] for row in scored) / len(scored) if scored else None,
         "micro": sum(row["correct"] for row in scored) / n if n else None,
         "questions": n,
+        "predicted_counts": dict(sorted(Counter(r[key] for r in records).items())),
     }
 
 

@@ -50,7 +50,7 @@ def format_question(q: Question) -> str:
 def format_example(q: Question) -> str:
     """A few-shot example: the question block, " ", its answer, a blank line.
 
-    >>> format_example(Question("s", 0, "q", ("a", "b", "c", "d"), "D"))[-6:]
+    >>> format_example(Question("s", 0, "q", ("a", "b", "c", "d"), "D"))[-7:]
     '答案： D\\n\\n'
     """
     return f"{format_question(q)} {q.answer}\n\n"

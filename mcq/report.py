@@ -6,6 +6,7 @@ is :func:`mcq.evaluate.evaluate_model`'s output plus where the model came from.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 CHANCE = 0.25
@@ -42,6 +43,15 @@ def accuracy_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _letters(counts: dict[str, int]) -> str:
+    """``A/B/C/D`` counts, e.g. ``3/0/9/1``.
+
+    >>> _letters({"A": 3, "C": 9, "D": 1})
+    '3/0/9/1'
+    """
+    return "/".join(str(counts.get(letter, 0)) for letter in "ABCD")
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """Settings, data accounting, the accuracy table, truncation and speed per model, one example prompt."""
     s, d = report["settings"], report["data"]
@@ -52,7 +62,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"`{d['path']}` ({d['layout']} layout), split `{d['scored_split']}`: {d['questions']:,} questions in "
         f"{len(d['subjects'])} subject(s), {s['shots']}-shot, methods: {s['method']}, "
         f"chat template: {s['chat_template']}. Accuracy in %, chance is {100 * CHANCE:.0f}%; "
-        f"always answering the most common letter scores {_pct(d.get('majority_letter_accuracy'))}%.",
+        f"always answering the most common letter scores {_pct(d.get('majority_letter_accuracy'))}% "
+        f"(answers A/B/C/D: {_letters(d['answer_counts'])}).",
         "",
         "Prompt and scoring follow lm-evaluation-harness's CMMLU task: the predicted letter is the argmax of "
         "log p(' A'..' D' | prompt) (*continuation*); *letter* compares the next-token log-probabilities "
@@ -65,15 +76,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"Input: {rejected} row(s) rejected, empty subjects {d['empty_subjects'] or 'none'}, "
                   f"subjects with fewer dev examples than shots {d['subjects_with_fewer_shots'] or 'none'} "
                   "(details in report.json `data.files`).", ""]
-    lines += ["| model | path | window | questions with dropped shots | questions cut | "
-              "methods agree | questions/s |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines += ["| model | path | window | questions with dropped shots | questions cut | predicted A/B/C/D | "
+              "methods agree | questions/s |", "|---|---|---:|---:|---:|---|---:|---:|"]
     for label, m in report["models"].items():
         t = m["truncation"]
         agree = _pct(m["methods_agree"]) + "%" if m["methods_agree"] is not None else "-"
         qps = f"{m['questions_per_second']:.1f}" if m["questions_per_second"] else "n/a"
         lines.append(f"| {label} | `{m['path']}` ({m['kind']}{', chat' if m['chat'] else ''}) | {t['window_tokens']} | "
                      f"{t['questions_with_dropped_shots']} ({t['shots_dropped']} shots) | {t['questions_cut']} | "
-                     f"{agree} | {qps} |")
+                     f"{_letters(m['accuracy'][m['methods'][0]]['predicted_counts'])} | {agree} | {qps} |")
     first_label = next(iter(report["models"]))
     subject, prompt = next(iter(report["models"][first_label]["prompts"].items()))
     lines += ["", f"Prompt of the first question of `{subject}` ({first_label}; every subject's is in report.json):",
@@ -91,7 +102,7 @@ def render_png(report: dict[str, Any]) -> bytes:
     cols = _columns(report)
     first = report["models"][cols[0][0]]["accuracy"][cols[0][1]]
     subjects = list(first["subjects"])
-    names = [*subjects, "macro", "micro"]
+    names = [f"{s} ({first['subjects'][s]['questions']})" for s in subjects] + ["macro avg", "micro avg"]
     fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(names) * max(1, len(cols)) ** 0.5 + 3), 3.8))
     width = 0.8 / len(cols)
     for j, (label, method) in enumerate(cols):
@@ -103,7 +114,8 @@ def render_png(report: dict[str, Any]) -> bytes:
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"{report['data']['layout']} {report['settings']['shots']}-shot: accuracy per subject", fontsize=10)
+    source = Path(report["data"]["path"]).name
+    ax.set_title(f"{source}, {report['settings']['shots']}-shot: accuracy per subject (questions)", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     buf = io.BytesIO()
