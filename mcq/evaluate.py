@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcq.data import LETTERS, Benchmark, Question
+from mcq.data import Benchmark
 from mcq.prompt import CMMLU_HEADER, Fitted, fit_request, letter_token_ids, shot_token_counts
+from mcq.readers import LETTERS, Question
 from mcq.scoring import Scores, score_requests
 
 METHODS = {"continuation": ("continuation",), "letter": ("letter",), "both": ("continuation", "letter")}

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mcq.data import LETTERS, Question
+from mcq.readers import LETTERS, Question
 from zhllama.cli import UserError
 
 CMMLU_HEADER = "以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\n\n"

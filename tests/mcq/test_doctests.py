@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["mcq.data", "mcq.prompt", "mcq.scoring", "mcq.evaluate", "mcq.report", "mcq.cli"])
+@pytest.mark.parametrize("module", ["mcq.readers", "mcq.data", "mcq.prompt", "mcq.scoring", "mcq.evaluate", "mcq.report", "mcq.cli"])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0, f"{result.failed} docstring example(s) of {module} failed"

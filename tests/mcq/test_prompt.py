@@ -11,7 +11,7 @@ import copy
 import jinja2
 import pytest
 
-from mcq.data import LETTERS, Question, read_benchmark
+from mcq.data import read_benchmark
 from mcq.prompt import (
     CEVAL_HEADER,
     CMMLU_HEADER,
@@ -22,6 +22,7 @@ from mcq.prompt import (
     shot_token_counts,
     wrap_chat,
 )
+from mcq.readers import LETTERS, Question
 
 # lm-eval's lm_eval/tasks/cmmlu/_default_template_yaml `doc_to_text` (C-Eval's is the same with `question`).
 LM_EVAL_DOC_TO_TEXT = "{{question.strip()}}\nA. {{A}}\nB. {{B}}\nC. {{C}}\nD. {{D}}\n答案："
