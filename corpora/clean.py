@@ -1,10 +1,10 @@
-"""Cleaning: wikitext to text, Unicode normalisation, markup and control removal, OpenCC, filters.
+"""Cleaning: wikitext to text, Unicode normalisation, markup and control removal, script conversion, filters.
 
 Each step is optional (see :class:`CleanConfig`) and each is a pure ``str -> str`` function, so
 they compose and test alone::
 
     >>> cfg = CleanConfig()
-    >>> clean_text("萬民福音部（）是羅馬教廷的機構。\\x07<ref>x</ref>\\n\\n\\n\\n第二段", cfg)
+    >>> clean_text("萬民福音部（）是羅馬教廷的機構。\\x07<ref>x</ref>\\n\\n\\n\\n第二段", cfg, convert="t2s")
     '万民福音部是罗马教廷的机构。\\n\\n第二段'
     >>> filter_reason("太短", cfg)
     'too_short'
@@ -14,12 +14,13 @@ Chinese punctuation ``，`` into ASCII ``,`` and the Llama tokenizer does no nor
 """
 from __future__ import annotations
 
-import functools
 import html
 import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Literal
+
+from corpora.scripts import convert_text
 
 #: CJK Unified Ideographs (+ extension A, compatibility ideographs, extensions B-F).
 HAN_RE = re.compile("[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\U00020000-\U0002ebef]")
@@ -53,7 +54,9 @@ class CleanConfig:
 
     Example (YAML)::
 
-        clean: {t2s: true, min_chars: 20, min_han_fraction: 0.3}
+        clean: {min_chars: 20, min_han_fraction: 0.3}
+
+    Script conversion is per source (``SourceConfig.convert``), not here.
     """
 
     unicode_form: Literal["NFC", "NFKC", "none"] = "NFC"
@@ -64,10 +67,6 @@ class CleanConfig:
     """Drop stray markup: <ref>..</ref>, HTML tags and comments, entities, wiki brackets, empty （）."""
     tidy_whitespace: bool = True
     """Collapse runs of spaces, strip line ends, keep at most one blank line between paragraphs."""
-    t2s: bool = True
-    """Convert Traditional to Simplified Chinese with OpenCC."""
-    opencc_config: str = "t2s"
-    """OpenCC conversion config (``t2s``, ``tw2s``, ``hk2s``...)."""
     min_chars: int = 20
     """Reject documents shorter than this many characters after cleaning (``too_short``)."""
     min_han_fraction: float = 0.3
@@ -154,32 +153,14 @@ def tidy_whitespace(text: str) -> str:
     return _MANY_NEWLINES_RE.sub("\n\n", "\n".join(lines)).strip("\n")
 
 
-@functools.lru_cache(maxsize=4)
-def opencc_converter(config: str = "t2s"):
-    """A cached ``opencc.OpenCC(config)`` (building one reads dictionaries: do it once per process)."""
-    import opencc
-
-    return opencc.OpenCC(config)
-
-
-def to_simplified(text: str, config: str = "t2s") -> str:
-    """Traditional -> Simplified Chinese with OpenCC.
-
-    >>> to_simplified("羅馬教廷")
-    '罗马教廷'
-    """
-    return opencc_converter(config).convert(text)
-
-
-def clean_text(text: str, cfg: CleanConfig) -> str:
-    """Apply the configured steps in order: normalise, control, markup, OpenCC, whitespace."""
+def clean_text(text: str, cfg: CleanConfig, convert: str = "none") -> str:
+    """Apply the configured steps in order: normalise, control, markup, ``convert`` (OpenCC), whitespace."""
     text = normalize_unicode(text, cfg.unicode_form)
     if cfg.remove_control:
         text = remove_control(text)
     if cfg.strip_markup:
         text = strip_markup(text)
-    if cfg.t2s:
-        text = to_simplified(text, cfg.opencc_config)
+    text = convert_text(text, convert)
     if cfg.tidy_whitespace:
         text = tidy_whitespace(text)
     return text
