@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from corpora import readers
-from corpora.clean import CleanConfig, clean_text, filter_reason, wikitext_to_text
+from corpora.clean import CleanConfig, clean_text, filter_reason
 from corpora.dedup import DedupConfig, Deduplicator, minhash_signature, text_digest
 from corpora.domains import HeldoutSplitter, heldout_share
 from corpora.manifest import SourceStats, check_accounting, manifest_markdown, summary_line
@@ -49,6 +49,7 @@ from corpora.sources import (
     rel_path,
     resolve_source_files,
 )
+from corpora.wikitext import wikitext_to_text
 from zhllama.artifacts import atomic_dir, atomic_write_json, atomic_write_text, sha256_file, write_meta
 from zhllama.cli import UserError
 from zhllama.config import to_dict

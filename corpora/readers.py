@@ -25,10 +25,8 @@ Example::
 """
 from __future__ import annotations
 
-import bz2
 import codecs
 import json
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,11 +202,6 @@ def read_jsonl(
         yield RawDoc(doc_id, text)
 
 
-def read_wikiextractor(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[Item]:
-    """WikiExtractor ``--json`` output: ``{"id","url","title","text"}`` per line (first text line = title)."""
-    return read_jsonl(path, text_field="text", id_field="id", max_line_bytes=max_line_bytes)
-
-
 def baike_text(obj: dict) -> str | None:
     """Join a Baidu-Baike-style record into one text: title, summary, then each section.
 
@@ -325,68 +318,3 @@ def read_plain_text(
             block = []
     if block:
         yield RawDoc(f"{path.name}:{start}", "\n".join(block))
-
-
-def _local(tag: str) -> str:
-    """``{http://www.mediawiki.org/xml/export-0.10/}page`` -> ``page`` (any export schema version)."""
-    return tag.rsplit("}", 1)[-1]
-
-
-def read_wiki_xml(path: Path, namespaces: tuple[int, ...] = (0,)) -> Iterator[Item]:
-    """A MediaWiki XML export, plain or ``.bz2`` (multistream dumps included), page by page.
-
-    Yields a ``RawDoc(markup="wikitext")`` per article page (the cleaner turns wikitext into text
-    with ``wikiextractor``); redirects and pages outside ``namespaces`` are rejections
-    (``redirect``, ``non_article_namespace``) carrying their wikitext length. Memory stays
-    constant: each ``<page>`` element is cleared once handled.
-
-    >>> # zhwiki-20240101-pages-articles-multistream.xml.bz2 -> RawDoc("...#13", "'''数学'''...", "wikitext")
-    """
-    opener = bz2.open if path.suffix == ".bz2" else open
-    if path.suffix != ".bz2":
-        check_not_binary(path)
-    name = path.name
-    try:
-        with opener(path, "rb") as f:
-            context = ET.iterparse(f, events=("start", "end"))
-            root = None
-            for event, elem in context:
-                if root is None:
-                    root = elem
-                    if _local(elem.tag) != "mediawiki":
-                        raise UserError(f"{path}: not a MediaWiki XML export (root element <{_local(elem.tag)}>)")
-                    continue
-                if event != "end" or _local(elem.tag) != "page":
-                    continue
-                yield _page_item(name, elem, namespaces)
-                root.clear()  # drop handled pages: constant memory on a 20 GB dump
-    except ET.ParseError as e:
-        line, col = e.position
-        raise UserError(f"{path}:{line}: malformed MediaWiki XML (column {col}): {e}") from None
-    except (OSError, EOFError) as e:  # bz2: "Invalid data stream", "Compressed file ended..."
-        raise UserError(f"{path}: cannot read compressed dump: {e}") from None
-
-
-def _page_item(name: str, page: ET.Element, namespaces: tuple[int, ...]) -> Item:
-    fields: dict[str, str] = {}
-    redirect = False
-    text = ""
-    for child in page.iter():
-        tag = _local(child.tag)
-        if tag in ("title", "ns", "id") and tag not in fields:  # the first <id> is the page id
-            fields[tag] = (child.text or "").strip()
-        elif tag == "redirect":
-            redirect = True
-        elif tag == "text":
-            text = child.text or ""
-    title = fields.get("title", "")
-    doc_id = f"{name}#{fields.get('id') or title}"
-    try:
-        ns = int(fields.get("ns", "0"))
-    except ValueError:
-        ns = -1
-    if ns not in namespaces:
-        return Rejection(doc_id, "non_article_namespace", len(text), f"ns={ns} {title}")
-    if redirect or text.lstrip()[:9].upper() == "#REDIRECT" or text.lstrip().startswith("#重定向"):
-        return Rejection(doc_id, "redirect", len(text), title)
-    return RawDoc(doc_id, text, markup="wikitext", title=title)

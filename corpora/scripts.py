@@ -1,7 +1,9 @@
 """Chinese scripts: per-source OpenCC conversion, per-document script detection, conversion figures.
 
 A source declares the script its text is written in (``simplified`` | ``traditional`` | ``mixed``)
-and a conversion (``convert: none | t2s | tw2s | tw2sp | hk2s | s2t | ...``, OpenCC's config names).
+and a conversion: ``none``, an OpenCC config (``t2s``, ``tw2s``, ``tw2sp``, ``hk2s``, ``s2t``...), or
+a MediaWiki variant (``zh-cn``, ``zh-tw``, ``zh-hk``, ``zh-hans``...: converted with ``zhconv-rs``,
+which uses MediaWiki's own tables and applies a page's ``-{...}-`` conversion rules, as zhwiki does).
 Text whose users write Traditional keeps its script by default (``none``), so the tokenizer's
 Traditional pieces are trained on Traditional text.
 
@@ -27,8 +29,18 @@ SCRIPTS: tuple[str, ...] = ("simplified", "traditional", "mixed")
 TO_SIMPLIFIED = ("t2s", "tw2s", "tw2sp", "hk2s", "hk2sp")
 #: OpenCC configs that produce Traditional text (generic, Taiwan or Hong Kong standard).
 TO_TRADITIONAL = ("s2t", "s2tw", "s2twp", "s2hk", "s2hkp", "t2tw", "tw2t", "t2hk", "hk2t")
+#: MediaWiki variants (``zhconv-rs``): Simplified ones, then Traditional ones.
+MW_SIMPLIFIED = ("zh-cn", "zh-hans", "zh-sg", "zh-my")
+MW_TRADITIONAL = ("zh-tw", "zh-hk", "zh-hant", "zh-mo")
 #: Every value ``convert`` accepts.
-CONVERSIONS = ("none", *TO_SIMPLIFIED, *TO_TRADITIONAL)
+CONVERSIONS = ("none", *TO_SIMPLIFIED, *TO_TRADITIONAL, *MW_SIMPLIFIED, *MW_TRADITIONAL)
+#: Which variant codes a target reads in ``-{zh-hans;zh-hant|text}-`` (MediaWiki's fallbacks).
+_MW_FALLBACKS = {
+    "zh-cn": ("zh-cn", "zh-hans"), "zh-sg": ("zh-sg", "zh-hans"), "zh-my": ("zh-my", "zh-hans"),
+    "zh-hans": ("zh-hans", "zh-cn"), "zh-tw": ("zh-tw", "zh-hant"), "zh-hk": ("zh-hk", "zh-hant"),
+    "zh-mo": ("zh-mo", "zh-hk", "zh-hant"), "zh-hant": ("zh-hant", "zh-tw"),
+}
+_MW_VARIANT_LIST_RE = re.compile(r"-\{\s*((?:zh(?:-[a-z]+)?\s*;\s*)*zh(?:-[a-z]+)?)\s*;?\s*\|(.*?)\}-", re.DOTALL)
 
 #: Words that stay Taiwan usage after a character-level conversion (their Simplified glyphs);
 #: ``tw2sp`` maps them to mainland vocabulary. Counted by :func:`conversion_stats`.
@@ -40,10 +52,10 @@ ZHUO_PARTICLE_RE = re.compile("[看走跟接隨随穿帶带說说笑拿望坐站
 def check_conversion(name: str, where: str) -> None:
     """Raise ``ValueError`` naming ``where`` unless ``name`` is a known conversion.
 
-    >>> check_conversion("t2x", "source 'drcd': convert")
+    >>> check_conversion("t2x", "source 'drcd': convert")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: source 'drcd': convert: unknown conversion 't2x'; choose one of none, t2s, tw2s, tw2sp, hk2s, hk2sp, s2t, s2tw, s2twp, s2hk, s2hkp, t2tw, tw2t, t2hk, hk2t
+    ValueError: source 'drcd': convert: unknown conversion 't2x'; choose one of none, t2s, tw2s, ...
     """
     if name not in CONVERSIONS:
         raise ValueError(f"{where}: unknown conversion {name!r}; choose one of {', '.join(CONVERSIONS)}")
@@ -51,9 +63,9 @@ def check_conversion(name: str, where: str) -> None:
 
 def output_script(script: str, convert: str) -> str:
     """The script of a source's text after its conversion (``mixed`` stays per document, see :func:`detect_script`)."""
-    if convert in TO_SIMPLIFIED:
+    if convert in TO_SIMPLIFIED or convert in MW_SIMPLIFIED:
         return "simplified"
-    if convert in TO_TRADITIONAL:
+    if convert in TO_TRADITIONAL or convert in MW_TRADITIONAL:
         return "traditional"
     return script
 
@@ -66,13 +78,39 @@ def opencc_converter(config: str):
     return opencc.OpenCC(config)
 
 
-def convert_text(text: str, convert: str) -> str:
-    """Apply an OpenCC conversion (``none`` returns the text unchanged).
+def mediawiki_convert(text: str, variant: str) -> str:
+    """Convert to a MediaWiki variant with ``zhconv-rs``, applying ``-{...}-`` rules as zhwiki does.
 
-    >>> convert_text("羅馬教廷", "t2s"), convert_text("罗马", "none")
-    ('罗马教廷', '罗马')
+    ``-{zh-hans;zh-hant|text}-`` (text shown to the listed variants only), which zhconv-rs 0.4 leaves
+    in the output, is resolved here first.
+
+    >>> mediawiki_convert("-{H|zh-hans:泡利;zh-hant:包立;}-包立與-{zh-hans;zh-hant|量子}-力學", "zh-cn")
+    '泡利与量子力学'
     """
-    return text if convert == "none" else opencc_converter(convert).convert(text)
+    from zhconv_rs import zhconv
+
+    if "-{" in text:
+        wanted = _MW_FALLBACKS[variant]
+
+        def listed(m: re.Match) -> str:
+            codes = {c.strip() for c in m.group(1).split(";")}
+            return f"-{{R|{m.group(2)}}}-" if codes & set(wanted) else ""
+
+        text = _MW_VARIANT_LIST_RE.sub(listed, text)
+    return zhconv(text, variant, True)
+
+
+def convert_text(text: str, convert: str) -> str:
+    """Apply a conversion: ``none`` (unchanged), an OpenCC config, or a MediaWiki variant.
+
+    >>> convert_text("羅馬教廷", "t2s"), convert_text("罗马", "none"), convert_text("軟體", "zh-cn")
+    ('罗马教廷', '罗马', '软件')
+    """
+    if convert == "none":
+        return text
+    if convert in _MW_FALLBACKS:
+        return mediawiki_convert(text, convert)
+    return opencc_converter(convert).convert(text)
 
 
 @functools.lru_cache(maxsize=1)

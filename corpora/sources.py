@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from corpora import readers
+from corpora import readers, wiki_readers
 from corpora.readers import Item
 from corpora.scripts import SCRIPTS, check_conversion
 from zhllama.cli import UserError
@@ -26,7 +26,8 @@ Format = Literal["wikiextractor", "wiki_xml", "squad", "baike", "jsonl", "text"]
 #: What a directory given as a source path is expected to contain, per format.
 FORMAT_PATTERNS: dict[str, tuple[str, ...]] = {
     "wikiextractor": ("*.jsonl", "*.json", "wiki_*"),
-    "wiki_xml": ("*.xml.bz2", "*.xml"),
+    # Full dumps (...-pages-articles-multistream.xml.bz2) and split ones (...-articles1.xml-p1p41242.bz2).
+    "wiki_xml": ("*.xml.bz2", "*.xml", "*.xml-p*p*.bz2", "*.xml-p*p*"),
     "squad": ("*.json",),
     "baike": ("*.jsonl", "*.json"),
     "jsonl": ("*.jsonl",),
@@ -50,7 +51,8 @@ class SourceConfig:
     name: str
     """Source name: recorded in each output record and keyed in the manifest."""
     format: Format
-    """``wikiextractor`` | ``wiki_xml`` (pages-articles .xml.bz2) | ``squad`` | ``baike`` | ``jsonl`` | ``text``."""
+    """``wikiextractor`` (``--json`` lines or ``<doc>`` files) | ``wiki_xml`` (pages-articles .xml.bz2, whole
+    or split) | ``squad`` | ``baike`` | ``jsonl`` | ``text``."""
     paths: list[str]
     """Files, directories or globs; relative ones are resolved against ``data_dir``."""
     domain: str = ""
@@ -128,7 +130,7 @@ def resolve_source_files(src: SourceConfig, data_dir: Path) -> list[Path]:
 def read_file(src: SourceConfig, path: Path, max_line_bytes: int) -> Iterator[Item]:
     """Dispatch one file to the reader of its source's format."""
     if src.format == "wikiextractor":
-        return readers.read_jsonl(path, "text", src.id_field or None, max_line_bytes)
+        return wiki_readers.read_wikiextractor(path, src.id_field or None, max_line_bytes)
     if src.format == "jsonl":
         return readers.read_jsonl(path, src.text_field, src.id_field or None, max_line_bytes)
     if src.format == "baike":
@@ -138,7 +140,7 @@ def read_file(src: SourceConfig, path: Path, max_line_bytes: int) -> Iterator[It
     if src.format == "text":
         return readers.read_plain_text(path, src.text_unit, max_line_bytes)
     if src.format == "wiki_xml":
-        return readers.read_wiki_xml(path)
+        return wiki_readers.read_wiki_xml(path)
     raise UserError(f"source {src.name!r}: unknown format {src.format!r}")
 
 

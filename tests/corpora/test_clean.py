@@ -14,9 +14,9 @@ from corpora.clean import (
     remove_control,
     strip_markup,
     tidy_whitespace,
-    wikitext_to_text,
 )
 from corpora.scripts import convert_text
+from corpora.wikitext import wikitext_to_text
 
 
 def test_nfc_is_default_and_keeps_full_width_punctuation():

@@ -26,8 +26,9 @@ def test_every_conversion_loads_and_none_is_the_identity():
     for name in CONVERSIONS:
         assert isinstance(convert_text("軟體与软件", name), str)
     assert convert_text("軟體与软件", "none") == "軟體与软件"
-    with pytest.raises(ValueError, match=r"src: unknown conversion 'zh-cn'"):
-        check_conversion("zh-cn", "src")
+    with pytest.raises(ValueError, match=r"src: unknown conversion 'zh_CN'"):
+        check_conversion("zh_CN", "src")
+    assert convert_text("軟體", "zh-cn") == "软件" and convert_text("软件", "zh-tw") == "軟體", "MediaWiki variants"
 
 
 def test_t2s_keeps_the_taiwan_particle_tw2s_removes_it_tw2sp_maps_vocabulary(data_dir):
