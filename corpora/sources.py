@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from corpora import readers, wiki_readers
+from corpora.inputs import COMPRESSED_SUFFIXES, check_encoding
 from corpora.readers import Item
 from corpora.scripts import SCRIPTS, check_conversion
 from zhllama.cli import UserError
@@ -70,6 +71,9 @@ class SourceConfig:
     """``jsonl``/``wikiextractor``: the key holding a document id (else the line number is used)."""
     text_unit: Literal["paragraph", "line"] = "paragraph"
     """``text`` only: a document per blank-line-separated paragraph, or per line."""
+    encoding: str = "utf-8"
+    """Text encoding of the files (``gb18030``, ``big5``...); UTF-16/32 with a BOM and compressed
+    files (gzip, bzip2, xz, zstd) are recognised by their bytes whatever this says."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -83,6 +87,7 @@ class SourceConfig:
         if self.script not in SCRIPTS:
             raise ValueError(f"{where}: script must be one of {', '.join(SCRIPTS)}, got {self.script!r}")
         check_conversion(self.convert, f"{where}: convert")
+        check_encoding(self.encoding, f"{where}: encoding")
 
 
 def default_sources() -> list[SourceConfig]:
@@ -114,8 +119,10 @@ def resolve_source_files(src: SourceConfig, data_dir: Path) -> list[Path]:
                 raise UserError(f"source {src.name!r}: no files match {p}")
             files.extend(matched)
         elif p.is_dir():
-            # Recursive: WikiExtractor writes extracted/AA/wiki_00, extracted/AB/wiki_00, ...
-            matched = sorted({f for pat in FORMAT_PATTERNS[src.format] for f in p.rglob(pat) if f.is_file()})
+            # Recursive: WikiExtractor writes extracted/AA/wiki_00, extracted/AB/wiki_00, ...; each
+            # pattern also matches its compressed forms (wiki_00.gz, news.jsonl.zst).
+            patterns = [pat + ext for pat in FORMAT_PATTERNS[src.format] for ext in ("", *COMPRESSED_SUFFIXES)]
+            matched = sorted({f for pat in patterns for f in p.rglob(pat) if f.is_file()})
             if not matched:
                 want = " or ".join(FORMAT_PATTERNS[src.format])
                 raise UserError(f"source {src.name!r}: directory {p} has no {want} files (format {src.format})")
@@ -130,15 +137,15 @@ def resolve_source_files(src: SourceConfig, data_dir: Path) -> list[Path]:
 def read_file(src: SourceConfig, path: Path, max_line_bytes: int) -> Iterator[Item]:
     """Dispatch one file to the reader of its source's format."""
     if src.format == "wikiextractor":
-        return wiki_readers.read_wikiextractor(path, src.id_field or None, max_line_bytes)
+        return wiki_readers.read_wikiextractor(path, src.id_field or None, max_line_bytes, src.encoding)
     if src.format == "jsonl":
-        return readers.read_jsonl(path, src.text_field, src.id_field or None, max_line_bytes)
+        return readers.read_jsonl(path, src.text_field, src.id_field or None, max_line_bytes, src.encoding)
     if src.format == "baike":
-        return readers.read_baike(path, max_line_bytes)
+        return readers.read_baike(path, max_line_bytes, src.encoding)
     if src.format == "squad":
-        return readers.read_squad(path)
+        return readers.read_squad(path, src.encoding)
     if src.format == "text":
-        return readers.read_plain_text(path, src.text_unit, max_line_bytes)
+        return readers.read_plain_text(path, src.text_unit, max_line_bytes, src.encoding)
     if src.format == "wiki_xml":
         return wiki_readers.read_wiki_xml(path)
     raise UserError(f"source {src.name!r}: unknown format {src.format!r}")

@@ -6,13 +6,13 @@ WikiExtractor's output in both its formats (``--json`` lines and the default ``<
 """
 from __future__ import annotations
 
-import bz2
 import html
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
+from corpora.inputs import open_input
 from corpora.readers import (
     DEFAULT_MAX_LINE_BYTES,
     Item,
@@ -29,13 +29,14 @@ _ATTR_RE = re.compile(r'(\w+)="([^"]*)"')
 
 
 def _head(path: Path, n_bytes: int = 4096) -> bytes:
-    """The file's first non-blank bytes (a UTF-8 BOM and leading whitespace dropped)."""
-    with open(path, "rb") as f:
-        return f.read(n_bytes).removeprefix(b"\xef\xbb\xbf").lstrip()
+    """The file's first non-blank bytes, decompressed (a UTF-8 BOM and leading whitespace dropped)."""
+    stream, _ = open_input(path)
+    with stream:
+        return stream.read(n_bytes).removeprefix(b"\xef\xbb\xbf").lstrip()
 
 
 def read_wikiextractor(path: Path, id_field: str | None = "id",
-                       max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[Item]:
+                       max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, encoding: str = "utf-8") -> Iterator[Item]:
     """WikiExtractor output in either format, told apart by the file's first line: ``--json``
     lines (``{"id","url","title","text"}``) or the default ``<doc id= url= title=>...</doc>`` blocks.
 
@@ -44,14 +45,15 @@ def read_wikiextractor(path: Path, id_field: str | None = "id",
     check_not_binary(path)
     head = _head(path)
     if head.startswith(b"<doc"):
-        return read_wikiextractor_doc(path, max_line_bytes)
+        return read_wikiextractor_doc(path, max_line_bytes, encoding)
     if head.startswith(b"{") or not head:
-        return read_jsonl(path, "text", id_field, max_line_bytes)
+        return read_jsonl(path, "text", id_field, max_line_bytes, encoding)
     first = head.split(b"\n", 1)[0][:60].decode("utf-8", errors="replace")
     raise UserError(f"{path}: not WikiExtractor output (neither JSON lines nor <doc ...> blocks; starts {first!r})")
 
 
-def read_wikiextractor_doc(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[Item]:
+def read_wikiextractor_doc(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                           encoding: str = "utf-8") -> Iterator[Item]:
     """WikiExtractor's default format: ``<doc id="13" url="..." title="数学">``, the title line, the
     text, ``</doc>``. ``doc_id`` is ``file#id``; the text (title first, as in ``--json``) is
     HTML-unescaped (this format escapes ``<``, ``>``, ``&``); tags left in it are the cleaner's job.
@@ -62,7 +64,7 @@ def read_wikiextractor_doc(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BY
     name = path.name
     doc_id, title, lines = "", "", None
     seen_doc = False
-    for lineno, line, rej in iter_lines(path, max_line_bytes):
+    for lineno, line, rej in iter_lines(path, max_line_bytes, encoding):
         if rej is not None:
             yield rej
             continue
@@ -96,7 +98,7 @@ def _local(tag: str) -> str:
 
 
 def read_wiki_xml(path: Path, namespaces: tuple[int, ...] = (0,)) -> Iterator[Item]:
-    """A MediaWiki XML export, plain or ``.bz2`` (multistream dumps included), page by page.
+    """A MediaWiki XML export, plain or compressed (``.bz2`` multistream dumps included), page by page.
 
     Yields a ``RawDoc(markup="wikitext")`` per article page (the cleaner turns wikitext into text
     with ``wikiextractor``); redirects and pages outside ``namespaces`` are rejections
@@ -105,12 +107,10 @@ def read_wiki_xml(path: Path, namespaces: tuple[int, ...] = (0,)) -> Iterator[It
 
     >>> # zhwiki-20240101-pages-articles-multistream.xml.bz2 -> RawDoc("...#13", "'''数学'''...", "wikitext")
     """
-    opener = bz2.open if path.suffix == ".bz2" else open
-    if path.suffix != ".bz2":
-        check_not_binary(path)
     name = path.name
+    stream, _ = open_input(path)  # plain, .bz2 (multistream too), .gz, .xz, .zst: told by the bytes
     try:
-        with opener(path, "rb") as f:
+        with stream as f:
             context = ET.iterparse(f, events=("start", "end"))
             root = None
             for event, elem in context:

@@ -254,7 +254,7 @@ def test_every_format_and_counted_problem_in_one_build(tmp_path, messy_data):
         ([{"name": "x", "format": "jsonl", "paths": ["missing.jsonl"], **_X}], r"path not found: .*missing\.jsonl"),
         ([{"name": "x", "format": "squad", "paths": ["wiki"], **_X}], r"directory .*wiki has no \*\.json files"),
         ([{"name": "x", "format": "squad", "paths": ["baike.jsonl"], **_X}], r"baike\.jsonl:\d+: not a SQuAD JSON file"),
-        ([{"name": "x", "format": "text", "paths": ["blob.bin"], **_X}], r"blob\.bin: looks like a binary file"),
+        ([{"name": "x", "format": "text", "paths": ["blob.bin"], **_X}], r"blob\.bin:1: binary data \(NUL byte"),
     ],
     ids=["missing_path", "wrong_format_dir", "wrong_format_file", "binary"],
 )

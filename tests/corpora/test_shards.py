@@ -34,7 +34,7 @@ def test_max_chars_stops_after_the_document_that_reaches_it(tmp_path):
     (b'{"body": "a"}\n', r"bad.jsonl:1: expected a JSON object with a string 'text' field, got no 'text' key \(keys: body\)"),
     (b'{"text": 3}\n', r"bad.jsonl:1: expected a JSON object with a string 'text' field, got 'text' of type int"),
     (b'{"text": "a"}\n{"text": "\xff"}\n', r"bad.jsonl:2: not valid UTF-8 \(byte \d+"),
-    (b'{"text": "a"}\n\x00\x01\x02', r"bad.jsonl: looks like a binary file"),
+    (b'{"text": "a"}\n\x00\x01\x02', r"bad.jsonl:2: binary data \(NUL byte"),
 ], ids=["bad_json", "not_object", "missing_field", "not_string", "not_utf8", "binary"])
 def test_every_bad_line_is_one_error_naming_file_and_line(tmp_path, content, message):
     bad = _write(tmp_path / "bad.jsonl", content)
