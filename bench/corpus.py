@@ -36,7 +36,7 @@ from zhllama.config import load_config  # noqa: E402
 
 
 class PeakRss:
-    """Sample the summed RSS of this process and its children in a thread; ``peak_bytes`` after."""
+    """Sample the summed RSS of this process's children (the build tree) in a thread; ``peak_bytes`` after."""
 
     def __init__(self, interval_s: float = 0.02) -> None:
         self.interval_s = interval_s
@@ -48,7 +48,7 @@ class PeakRss:
         me = psutil.Process()
         while not self._stop.is_set():
             total = 0
-            for p in [me, *me.children(recursive=True)]:
+            for p in me.children(recursive=True):  # the build runs in a child: its tree only
                 try:
                     total += p.memory_info().rss
                 except psutil.Error:
