@@ -22,7 +22,8 @@ from ``logs/metrics.jsonl``. Compare it with the direct DeepSpeed loop of the sa
 
     python bench/train_gpu.py --mode both --zero_stages 2,3        # direct ZeRO-2, then engine ZeRO-2 and ZeRO-3
     python bench/train_gpu.py --mode engine --allow_cpu --hidden 64 --intermediate 128 --layers 2 \
-        --heads 4 --kv_heads 4 --seq 128 --micro_batch 2 --grad_accum 1 --steps 2 --warmup 1 --vocab_size 32000
+        --heads 4 --kv_heads 4 --seq 128 --micro_batch 2 --grad_accum 1 --steps 2 --warmup 1 --vocab_size 32000 \
+        --variants eager
         # (a CPU smoke test of the code path; its figures mean nothing)
 """
 from __future__ import annotations
@@ -165,7 +166,7 @@ def run_engine(args, inputs: dict, stage: int, n_gpus: int, root: Path) -> dict:
             "--deepspeed_config", f"configs/deepspeed/zero{stage}.json",
             "--data.block_size_tokens", str(args.seq), "--data.mixture", "[]",
             "--micro_batch_size", str(args.micro_batch), "--grad_accum_steps", str(args.grad_accum),
-            "--max_steps", str(args.warmup + args.steps), "--warmup_steps", "1", "--lr", "1e-4",
+            "--max_steps", str(args.warmup + args.steps), "--warmup_steps", "1", "--lr", "0.0001",
             "--save_every_steps", "1000000", "--export", "false", "--eval_every_steps", "0",
             "--attn_implementation", args.attn, "--gradient_checkpointing", str(bool(args.grad_ckpt)).lower(),
             "--torch_compile", str("compile" in args.variants).lower(), "--launch.master_port", "29533"]
