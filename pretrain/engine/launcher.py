@@ -54,10 +54,28 @@ def check_inputs(cfg: EngineConfig) -> dict:
 
     read_llama_config(cfg.model_dir)
     check_weights_match_config(cfg.model_dir)
+    check_attention(cfg.attn_implementation)
     check_tokenizer_extends(cfg.model_dir, cfg.tokenizer_dir, require_fit=True)
     ds_config = ds_config_for(cfg)
     worker_command(cfg.launch, Path("spec.json"))  # raises on a bad multi-node launch setup
     return ds_config
+
+
+def check_attention(attn_implementation: str) -> None:
+    """``flash_attention_2``/``_3`` need a CUDA GPU and the ``flash_attn`` package: say so before launching."""
+    import importlib.util
+
+    import torch
+
+    if not attn_implementation.startswith("flash_attention"):
+        return
+    if not torch.cuda.is_available():
+        raise UserError(f"attn_implementation={attn_implementation} needs a CUDA GPU; use sdpa (PyTorch's fused "
+                        "attention, flash kernels included on GPU) or eager")
+    package = "flash_attn_interface" if attn_implementation.endswith("3") else "flash_attn"
+    if importlib.util.find_spec(package) is None:
+        raise UserError(f"attn_implementation={attn_implementation} needs the {package} package "
+                        "(pip install flash-attn --no-build-isolation), or use sdpa")
 
 
 def preflight(cfg: EngineConfig) -> tuple[dict, ResumePoint | None]:

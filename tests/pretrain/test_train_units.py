@@ -387,6 +387,24 @@ def test_resume_refuses_another_seed_or_global_batch(small_inputs, tmp_path):
     assert (run_dir / "logs" / "metrics.jsonl").read_text() == '{"step": 5, "loss": 1.0}\n'  # nothing touched
 
 
+def test_flash_attention_without_a_gpu_is_refused_up_front(small_inputs, tmp_path):
+    with pytest.raises(UserError, match="attn_implementation=flash_attention_2 needs a CUDA GPU"):
+        run(make_cfg(small_inputs, attn_implementation="flash_attention_2", run_dir=tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_held_out_split_that_is_also_trained_on_is_refused(small_inputs, tmp_path):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(small_inputs["root"] / "corpus", corpus)
+    (corpus / "heldout").mkdir()
+    shutil.copy(corpus / "train" / "a.jsonl", corpus / "heldout" / "heldout.jsonl")  # same content, other name
+    with pytest.raises(UserError, match=r"heldout.jsonl has the same content as .*train/a.jsonl, a training source"):
+        run(make_cfg(small_inputs, corpus_dir=corpus, eval_every_steps=5, run_dir=tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_grad_clipping_setting_reaches_the_deepspeed_config(small_inputs):
     from pretrain.engine import check_inputs
 
