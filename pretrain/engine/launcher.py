@@ -93,12 +93,15 @@ def preflight(cfg: EngineConfig) -> tuple[dict, ResumePoint | None]:
 
 
 def launch(cfg: EngineConfig, ds_config: dict, resume: ResumePoint | None, *, task: str,
-           task_spec: dict | None = None, identity: dict | None = None, meta: dict | None = None) -> list[dict]:
+           task_spec: dict | None = None, identity: dict | None = None, meta: dict | None = None,
+           exporter: str = "pretrain.export:export_final") -> list[dict]:
     """Prepare ``run_dir``, run the workers of ``task`` ("module:Class"), export; return the metrics records.
 
     ``task_spec`` reaches the task's constructor in every worker (JSON-able: paths, counts);
     ``identity`` (what decides the data order besides the seed and the global batch) is stored in
-    every checkpoint and must match on resume; ``meta`` goes into ``checkpoints/meta.json``.
+    every checkpoint and must match on resume; ``meta`` goes into ``checkpoints/meta.json``;
+    ``exporter`` ("module:function", called as ``f(checkpoints_dir, None, final_dir, cfg)``) writes
+    ``final/`` when ``cfg.export`` (the default consolidates a causal LM; a reward model brings its own).
     """
     from pretrain.launch import run_workers, worker_command, worker_env
     from pretrain.logging_utils import LOSS_PNG_NAME, METRICS_NAME, plot_loss, read_metrics
@@ -131,9 +134,9 @@ def launch(cfg: EngineConfig, ds_config: dict, resume: ResumePoint | None, *, ta
     if records:
         plot_loss(records, paths.logs / LOSS_PNG_NAME, title=f"{paths.root.name} ({cfg.mode})")
     if cfg.export:
-        from pretrain.export import export_final
+        from zhllama.cli import import_object
 
-        export_final(paths.checkpoints, None, paths.final, cfg)
+        import_object(exporter)(paths.checkpoints, None, paths.final, cfg)
     print(summary_line(cfg, records, paths, time.monotonic() - t0))
     return records
 
