@@ -148,6 +148,15 @@ def test_multi_node_launch_commands(tmp_path):
         LaunchSettings(num_nodes=2, node_rank=2)
 
 
+def test_worker_env_sets_glibc_malloc_settings_by_default_and_keeps_the_users():
+    from pretrain.launch import MALLOC_ENV, worker_env
+
+    assert LaunchSettings().malloc_tuning
+    on = worker_env({"PATH": "/bin", "MALLOC_TOP_PAD_": "1"}, cuda=False, malloc_tuning=True)
+    assert on["MALLOC_TOP_PAD_"] == "1" and on["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
+    assert not any(k.startswith("MALLOC_") for k in worker_env({"PATH": "/bin"}, cuda=False, malloc_tuning=False))
+
+
 # -- checkpoints bookkeeping (the DeepSpeed files themselves are covered by test_train_deepspeed) --
 
 
