@@ -20,13 +20,13 @@ PACK_CONFIG ?= configs/pretrain/pack.yaml
 PRETRAIN_CONFIG ?= configs/pretrain/train.yaml
 EVAL_CONFIG ?= configs/pretrain/eval.yaml
 ARGS ?=
-# `make pretrain` also runs the standin and init steps: ARGS goes to the train command only, these to the steps.
-STANDIN_ARGS ?=
-INIT_ARGS ?=
 # Extra overrides for the corpus command only; the demo reads a capped subset of every source
 # (all domains and both scripts, ~1.9 M characters) so it stays a few minutes on 2 cores.
 CORPUS_ARGS ?=
 DEMO_CORPUS_ARGS ?= --max_chars_per_source 80000
+# `make pretrain` also runs the standin and init steps: ARGS goes to the train command only, these to the steps.
+STANDIN_ARGS ?=
+INIT_ARGS ?=
 # More overrides for the train command (after ARGS).
 TRAIN_ARGS ?=
 MODEL ?= $(ART)/pretrain/$(RUN)/final
