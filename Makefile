@@ -1,4 +1,4 @@
-# zhllama: each target is a thin wrapper over a stage CLI (`python -m corpora|vocab|pretrain ...`).
+# zhllama: each target is a thin wrapper over a stage CLI (`python -m corpora|vocab|pretrain|sft ...`).
 # Override any variable: `make vocab DATA_DIR=/data/zh ART=/scratch/art`.
 SHELL := /bin/bash
 PYTHON_BOOT ?= python3
@@ -24,6 +24,10 @@ DPO_CONFIG ?= configs/align/dpo.yaml
 RL_CONFIG ?= configs/align/rl.yaml
 COMPARE_CONFIG ?= configs/align/compare.yaml
 ARGS ?=
+# Extra overrides for the corpus command only; the demo reads a capped subset of every source
+# (all domains and both scripts, ~1.9 M characters) so it stays a few minutes on 2 cores.
+CORPUS_ARGS ?=
+DEMO_CORPUS_ARGS ?= --max_chars_per_source 80000
 # `make pretrain` also runs the standin and init steps: ARGS goes to the train command only, these to the steps.
 STANDIN_ARGS ?=
 INIT_ARGS ?=
@@ -31,14 +35,24 @@ INIT_ARGS ?=
 TRAIN_ARGS ?=
 MODEL ?= $(ART)/pretrain/$(RUN)/final
 BASELINE ?=
+# Chat fine-tuning: `make sft` trains on top of SFT_BASE; `make chat` talks to CHAT_MODEL.
+SFT_CONFIG ?= configs/sft/train.yaml
+SFT_BASE ?= $(ART)/pretrain/$(RUN)/final
+SFT_ARGS ?=
+CHAT_MODEL ?= $(ART)/sft/$(RUN)/final
 EVAL_FILES ?= $(ART)/corpus/heldout/heldout.jsonl
+# Multiple-choice benchmark: a C-Eval/CMMLU dir or a JSONL file; SHOTS/SUBJECTS empty = the config's.
+BENCHMARK ?= $(DATA_DIR)/sft/bench_agieval_gaokao_zh.jsonl
+BENCHMARK_CONFIG ?= configs/mcq/score.yaml
+SHOTS ?=
+SUBJECTS ?=
 # The alignment stages start from the SFT model (`make sft`).
 SFT_MODEL ?= $(ART)/sft/$(RUN)/final
 export DS_ACCELERATOR ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,cpu)
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup corpus vocab merge-tokenizer standin init pack pretrain eval reward dpo rl compare demo test bench lint clean help
+.PHONY: setup corpus vocab merge-tokenizer standin init pack pretrain eval benchmark sft chat reward dpo rl compare demo test bench lint clean help
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -54,7 +68,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 corpus: setup ## read, clean, dedup and shard the corpora -> $(ART)/corpus
-	$(PY) -m corpora build --config $(CORPUS_CONFIG) --data_dir $(DATA_DIR) --out_dir $(ART)/corpus $(ARGS)
+	$(PY) -m corpora build --config $(CORPUS_CONFIG) --data_dir $(DATA_DIR) --out_dir $(ART)/corpus $(CORPUS_ARGS) $(ARGS)
 
 vocab: setup ## train the Chinese SentencePiece BPE -> $(ART)/vocab/zh_bpe.model
 	$(PY) -m vocab train --config $(VOCAB_CONFIG) --corpus_dir $(ART)/corpus --out_dir $(ART)/vocab $(ARGS)
@@ -87,6 +101,18 @@ eval: setup ## perplexity, bits/char, bits/byte of MODEL on EVAL_FILES (vs BASEL
 	$(PY) -m pretrain eval --config $(EVAL_CONFIG) --model $(MODEL) $(addprefix --files ,$(EVAL_FILES)) \
 	  $(if $(BASELINE),--baseline $(BASELINE)) --out_dir $(ART)/eval $(ARGS)
 
+benchmark: setup ## multiple-choice accuracy of MODEL (vs BASELINE="dirs") on BENCHMARK -> $(ART)/benchmark
+	$(PY) -m mcq $(if $(BASELINE),compare --models $(MODEL) $(addprefix --models ,$(BASELINE)),score --model $(MODEL)) \
+	  --config $(BENCHMARK_CONFIG) --benchmark $(BENCHMARK) $(if $(SHOTS),--shots $(SHOTS)) \
+	  $(addprefix --subjects ,$(SUBJECTS)) --out_dir $(ART)/benchmark $(ARGS)
+
+sft: setup ## supervised chat fine-tuning of SFT_BASE (Llama-2 chat format, DeepSpeed) -> $(ART)/sft/$(RUN)/final
+	$(PY) -m sft train --config $(SFT_CONFIG) --model_dir $(SFT_BASE) --tokenizer_dir $(ART)/tokenizer \
+	  --data.train_files $(DATA_DIR)/sft/sft_train.jsonl --data.eval_files $(DATA_DIR)/sft/sft_heldout.jsonl \
+	  --run_dir $(ART)/sft/$(RUN) $(if $(NPROC),--nproc $(NPROC)) $(ARGS) $(SFT_ARGS)
+
+chat: setup ## talk to CHAT_MODEL in the terminal (multi-turn, streamed; ARGS="--system '...'")
+	$(PY) -m sft chat --config configs/sft/chat.yaml --model $(CHAT_MODEL) $(ARGS)
 reward: setup ## reward model on preference pairs (DeepSpeed) -> $(ART)/align/reward/final (+ held-out report)
 	$(PY) -m align reward --config $(REWARD_CONFIG) --model_dir $(SFT_MODEL) --tokenizer_dir $(SFT_MODEL) \
 	  --data.train_files $(DATA_DIR)/sft/pref_train.jsonl --data.eval_files $(DATA_DIR)/sft/pref_heldout.jsonl \
@@ -108,26 +134,31 @@ compare: setup ## aligned policies vs the SFT model on held-out prompts -> $(ART
 	  --out_dir $(ART)/align/compare $(ARGS)
 
 demo: setup ## the whole chain on the default data with a small stand-in model
-	$(MAKE) corpus
+	$(MAKE) corpus CORPUS_ARGS="$(DEMO_CORPUS_ARGS)"
 	$(MAKE) vocab
 	$(MAKE) merge-tokenizer
 	$(MAKE) pretrain TRAIN_ARGS="--max_steps 40 --overwrite"
 	$(MAKE) eval MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin \
 	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english_eval_pydoc.txt"
+	$(MAKE) benchmark MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin BENCHMARK_CONFIG=configs/mcq/score_agieval.yaml SUBJECTS="history geography biology" ARGS="--max_questions_per_subject 15 --method both"
+	$(MAKE) sft SFT_ARGS="--overwrite"
+	$(PY) -m sft generate --config configs/sft/generate.yaml --model $(ART)/sft/$(RUN)/final \
+	  --input $(DATA_DIR)/sft/sft_heldout.jsonl --output $(ART)/sft/$(RUN)/generations.jsonl \
+	  --tiers '[A]' --limit 4 --generation.max_new_tokens 48
 	$(MAKE) reward ARGS="--overwrite"
 	$(MAKE) dpo ARGS="--overwrite"
 	$(MAKE) rl ARGS="--overwrite"
 	$(MAKE) compare
-	@echo "demo done: see $(ART)/tokenizer/report.md and $(ART)/eval/report.md"
+	@echo "demo done: see $(ART)/tokenizer/report.md, $(ART)/eval/report.md, $(ART)/sft/$(RUN)/generations.jsonl, $(ART)/align/compare/report.md"
 
 test: setup ## the full test suite (CPU, < 15 min on 2 cores)
 	$(PY) -m pytest tests -q $(ARGS)
 
 bench: setup ## every benchmark in bench/ (prints ratios against a same-run baseline)
-	for b in corpus tokenizer init packing train eval align; do $(PY) bench/$$b.py || exit 1; done
+	for b in corpus tokenizer init packing train eval mcq sft align; do $(PY) bench/$$b.py || exit 1; done
 
 lint: setup
-	$(PY) -m ruff check zhllama corpora vocab pretrain align tests bench
+	$(PY) -m ruff check zhllama corpora vocab pretrain mcq sft align tests bench
 
 clean:
 	rm -rf $(ART)

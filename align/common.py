@@ -34,18 +34,21 @@ def step_items(step: int, n_items: int, cfg: Any, rank: int, world_size: int) ->
     return [rank_micro_blocks(ids, rank, world_size, cfg.micro_batch_size, m) for m in range(cfg.grad_accum_steps)]
 
 
-def prepare_pair_inputs(cfg: Any, tokenizer: Any) -> tuple[dict, Any, Any]:
-    """Launcher side of ``reward`` and ``dpo``: encode the train/held-out pairs into ``run_dir/data/``.
+def prepare_pair_inputs(cfg: Any) -> tuple[dict, Any, Any]:
+    """Launcher side of ``reward`` and ``dpo``: encode the train/held-out pairs into ``run_dir/data/``
+    in the SFT model's chat format.
 
     Returns ``(task_spec, train data, held-out data or None)``; ``data/manifest.json`` holds the
     accounting of both (read = used + rejected, by reason).
     """
+    from align.chat import chat_setup
     from align.data import load_pref_data, save_encoded
     from zhllama.artifacts import atomic_write_json
 
+    tokenizer, encoder = chat_setup(cfg.model_dir, cfg.tokenizer_dir)
     pad_id = int(tokenizer.pad_token_id)
-    train = load_pref_data(cfg.data.train_files, cfg.data, tokenizer)
-    held_out = load_pref_data(cfg.data.eval_files, cfg.data, tokenizer) if cfg.data.eval_files else None
+    train = load_pref_data(cfg.data.train_files, cfg.data, encoder)
+    held_out = load_pref_data(cfg.data.eval_files, cfg.data, encoder) if cfg.data.eval_files else None
     data_dir = Path(cfg.run_dir) / DATA_DIR_NAME
     spec: dict[str, Any] = {"pad_id": pad_id, "train_pairs": str(save_encoded(data_dir / "pairs_train.npz", train.pairs))}
     if held_out is not None:

@@ -148,11 +148,11 @@ def run(cfg: CompareConfig) -> int:
     """CLI: generate, score and compare; write the report."""
     import torch
 
+    from align.chat import chat_setup
     from align.data import PrefDataConfig, load_pref_data
     from align.refcache import compute_ref_logps
     from align.reward import build_reward_model
     from align.train_reward import held_out_report
-    from sft.chat_tokenizer import load_chat_tokenizer
     from sft.generate import load_chat_model
     from zhllama.artifacts import atomic_write_json, atomic_write_text, sha256_tree, write_meta
 
@@ -162,10 +162,10 @@ def run(cfg: CompareConfig) -> int:
             raise UserError(f"{what} not found (no config.json): {path}")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     sft_model = load_chat_model(cfg.sft_model, device)[0]
-    tokenizer = load_chat_tokenizer(cfg.sft_model)  # pad = <unk>, the chat template
+    tokenizer, encoder = chat_setup(cfg.sft_model)  # the SFT model's chat format; pad = <unk>
     pad_id = int(tokenizer.pad_token_id)
     data = load_pref_data(cfg.pairs, PrefDataConfig(train_files=list(cfg.pairs), eval_files=[], tiers=cfg.tiers,
-                                                    max_seq_len=cfg.max_seq_len), tokenizer)
+                                                    max_seq_len=cfg.max_seq_len), encoder)
     seen: dict[str, int] = {}
     prompts, prompt_ids = [], []
     for enc in data.pairs:

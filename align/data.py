@@ -5,7 +5,8 @@ and writes them as flat integer arrays (:func:`save_encoded`); every worker maps
 (:func:`load_encoded`), so all ranks train on the same ids and the reference cache is keyed by
 exactly those ids::
 
-    data = load_pref_data(cfg.data.train_files, cfg.data, tokenizer)
+    tokenizer, encoder = chat_setup("artifacts/sft/demo/final")
+    data = load_pref_data(cfg.data.train_files, cfg.data, encoder)
     data.manifest.summary()   # read 981 = used 708 + rejected 273 (tier_not_selected 273)
     save_encoded(run_dir / "pairs_train.npz", data.pairs)
 """
@@ -66,9 +67,9 @@ class PrefData:
         return {**self.manifest.to_dict(), "fitting": self.fitting.to_dict()}
 
 
-def load_pref_data(files: Sequence[Path], cfg: PrefDataConfig, tokenizer: Any) -> PrefData:
-    """Read, validate and encode ``files``; pairs rejected while fitting are counted in the manifest too."""
-    from align.chat import ChatEncoder
+def load_pref_data(files: Sequence[Path], cfg: PrefDataConfig, encoder: Any) -> PrefData:
+    """Read, validate and encode ``files`` with ``encoder`` (:class:`align.chat.ChatEncoder`); pairs
+    rejected while fitting are counted in the manifest too."""
     from align.prefs import drop_used, read_pairs
 
     pairs, manifest = read_pairs(files, cfg.tiers, cfg.on_delimiter)
@@ -76,7 +77,7 @@ def load_pref_data(files: Sequence[Path], cfg: PrefDataConfig, tokenizer: Any) -
         for extra in pairs[cfg.limit:]:
             drop_used(manifest, extra.pair_id, "over_limit")
         pairs = pairs[:cfg.limit]
-    encoded, stats = encode_pairs(pairs, ChatEncoder(tokenizer), cfg.max_seq_len, cfg.min_reply_tokens)
+    encoded, stats = encode_pairs(pairs, encoder, cfg.max_seq_len, cfg.min_reply_tokens)
     for pair_id, reason in stats.rejected_ids:  # refused while fitting: from "used" to "rejected"
         drop_used(manifest, pair_id, reason)
     manifest.notes["turns_dropped_by_truncation"] += stats.turns_dropped

@@ -16,7 +16,7 @@ replies. Fitting a pair to ``max_seq_len`` tokens, in order:
 
 ::
 
-    encoded, stats = encode_pairs(pairs, ChatEncoder(tokenizer), max_seq_len=512)
+    encoded, stats = encode_pairs(pairs, ChatEncoder(tokenizer), max_seq_len=512)  # align.chat.ChatEncoder
     batch = pair_batch(encoded[:4], pad_id=0)    # rows: 4 chosen, then the 4 rejected
 """
 from __future__ import annotations
@@ -72,14 +72,14 @@ def _keep_newest(messages: list[dict], dropped_turns: int) -> list[dict]:
 def encode_pair(pair: PrefPair, encoder: Any, max_seq_len: int, min_reply_tokens: int = 8,
                 stats: EncodeStats | None = None) -> EncodedPair | None:
     """Ids of ``pair`` fitted to ``max_seq_len`` (see the module doc); ``None`` if rejected (reason in ``stats``)."""
-    from sft.chat_format import PromptNotPrefixError, TooLongError, fit_prompt
+    from sft.chat_format import PromptNotPrefixError, TooLongError
 
     stats = stats if stats is not None else EncodeStats()
     messages = [dict(m) for m in pair.prompt]
     try:
         longest = max(len(encoder.reply_ids(messages, pair.chosen)), len(encoder.reply_ids(messages, pair.rejected)))
         try:
-            _, dropped = fit_prompt(messages, encoder.text, max_seq_len - longest)
+            _, dropped = encoder.fit_prompt(messages, max_seq_len - longest)
         except TooLongError:  # the replies do not fit even after the last user turn: keep only that turn
             dropped = (len(messages) - (messages[0]["role"] == "system")) // 2
         messages = _keep_newest(messages, dropped)

@@ -163,13 +163,10 @@ def run(cfg: DpoConfig) -> int:
     from align.refcache import load_or_compute
     from pretrain.engine import launch, preflight, run_lock
     from pretrain.logging_utils import read_metrics
-    from sft.chat_tokenizer import load_chat_tokenizer
-    from sft.train import finalize_export
 
     with run_lock(cfg.run_dir, cfg.launch.node_rank):
         ds_config, resume = preflight(cfg)
-        tokenizer = load_chat_tokenizer(cfg.tokenizer_dir)
-        spec, train, held_out = prepare_pair_inputs(cfg, tokenizer)
+        spec, train, held_out = prepare_pair_inputs(cfg)
         pad_id = spec["pad_id"]
         if cfg.reference == "cached":
             for name, data in (("train", train), ("eval", held_out)):
@@ -179,7 +176,7 @@ def run(cfg: DpoConfig) -> int:
                 spec[f"{name}_ref"] = str(entry / "ref_logps.npz")
                 print(f"reference log-probs ({name}): {'cached' if hit else 'computed'} in {entry}")
         launch(cfg, ds_config, resume, task=TASK, task_spec=spec, identity={"pairs": pairs_sha256(train.pairs)},
-               meta={"inputs": {"pairs_train": pairs_sha256(train.pairs)}}, finalize=finalize_export(cfg))
+               meta={"inputs": {"pairs_train": pairs_sha256(train.pairs)}}, exporter="align.chat:export_chat_policy")
         logs = Path(cfg.run_dir) / "logs"
         plot_curves(read_metrics(logs / "metrics.jsonl"),
                     ["loss", "reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward",

@@ -3,7 +3,7 @@
 :class:`RewardTask` replaces the engine's causal LM by ``LlamaForSequenceClassification`` (the
 SFT model's transformer + a scalar ``score`` head; full or LoRA, ZeRO-2/3), reads the reward at
 each sequence's last real token and trains on ``-log sigmoid(r_chosen - r_rejected)`` summed over
-the pairs. After training, :func:`export_reward` consolidates the checkpoint into ``final/`` (loads
+the pairs. After training, :func:`export_reward` (the engine's exporter hook) consolidates the checkpoint into ``final/`` (loads
 with ``AutoModelForSequenceClassification``; LoRA merged) and :func:`held_out_report` writes the
 held-out accuracy next to the length baseline (``final/report.json`` and ``report.md``)::
 
@@ -11,7 +11,7 @@ held-out accuracy next to the length baseline (``final/report.json`` and ``repor
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -133,26 +133,27 @@ class RewardTask(CausalLMTask):
         return {"loss": loss / n, "accuracy": acc / n, "length_baseline_accuracy": length / n}
 
 
-def export_reward(cfg: RewardConfig, pad_id: int, out_dir: Path) -> Any:
-    """Consolidate ``run_dir/checkpoints`` into ``out_dir``: a merged ``LlamaForSequenceClassification``
-    + the chat tokenizer + ``meta.json``; returns the model (eval mode)."""
+def export_reward(ckpt_dir: Path, tag: str | None, out_dir: Path, cfg: RewardConfig) -> Path:
+    """The engine's exporter for the reward model: checkpoint ``tag`` (default ``latest``) of
+    ``ckpt_dir`` -> ``out_dir``, a merged ``LlamaForSequenceClassification`` + the chat tokenizer of
+    the SFT model + ``meta.json``, written atomically."""
+    from align.chat import add_chat_files, chat_setup
     from pretrain.export import consolidated_state_dict, load_into
-    from sft.train import finalize_export
     from zhllama.artifacts import atomic_dir, write_meta
 
-    ckpt = Path(cfg.run_dir) / "checkpoints"
+    pad_id = int(chat_setup(cfg.model_dir, cfg.tokenizer_dir)[0].pad_token_id)
     model = reward_model_for(cfg, None, pad_id)
-    load_into(model, consolidated_state_dict(ckpt), str(ckpt))
+    load_into(model, consolidated_state_dict(ckpt_dir, tag), str(ckpt_dir))
     if cfg.mode == "lora":
         model = model.merge_and_unload()
     model.config.pad_token_id = pad_id
     model.eval()
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
-        finalize_export(cfg)(tmp)  # the chat tokenizer and generation config, as for every chat model
+        add_chat_files(cfg.model_dir, cfg.tokenizer_dir, tmp)
         write_meta(tmp, config=cfg, mode=cfg.mode, note="reward model: LlamaForSequenceClassification, num_labels=1; "
                    "the reward is the score at the last real token (the reply's EOS)")
-    return model
+    return Path(out_dir)
 
 
 def held_out_report(model: Any, pairs: list, pad_id: int, batch_pairs: int = 8) -> dict:
@@ -189,18 +190,16 @@ def run(cfg: RewardConfig) -> int:
     from align.common import plot_curves, prepare_pair_inputs
     from align.data import load_encoded
     from align.pairs import pairs_sha256
+    from align.reward import build_reward_model
     from pretrain.engine import launch, preflight, run_lock
     from pretrain.logging_utils import read_metrics
-    from sft.chat_tokenizer import load_chat_tokenizer
     from zhllama.artifacts import atomic_write_json, atomic_write_text
 
     with run_lock(cfg.run_dir, cfg.launch.node_rank):
         ds_config, resume = preflight(cfg)
-        tokenizer = load_chat_tokenizer(cfg.tokenizer_dir)
-        spec, train, held_out = prepare_pair_inputs(cfg, tokenizer)
+        spec, train, held_out = prepare_pair_inputs(cfg)
         pad_id = spec["pad_id"]
-        # The engine's export writes a causal LM; a reward model is exported here instead.
-        launch(replace(cfg, export=False), ds_config, resume, task=TASK, task_spec=spec,
+        launch(cfg, ds_config, resume, task=TASK, task_spec=spec, exporter="align.train_reward:export_reward",
                identity={"pairs": pairs_sha256(train.pairs)}, meta={"inputs": {"pairs_train": pairs_sha256(train.pairs)}})
         if cfg.launch.node_rank != 0:
             return 0
@@ -211,8 +210,8 @@ def run(cfg: RewardConfig) -> int:
         if not cfg.export:
             return 0
         final = Path(cfg.run_dir) / "final"
-        model = export_reward(cfg, pad_id, final)
         if held_out is not None:
+            model = build_reward_model(final, pad_token_id=pad_id).eval()
             report = held_out_report(model, load_encoded(spec["eval_pairs"]), pad_id)
             atomic_write_json(final / REPORT_NAME, report)
             atomic_write_text(final / "report.md", report_markdown(report, f"reward model {final} on held-out pairs"))

@@ -80,14 +80,13 @@ class RlConfig(EngineConfig):
             raise ValueError("need max_new_tokens >= 1, temperature > 0, kl_coef >= 0")
 
 
-def load_prompts(cfg: PromptDataConfig, tokenizer: Any) -> tuple[list[list[dict]], list[list[int]], Any]:
-    """``(prompts, their chat ids, manifest)``: validated, deduplicated, fitted to ``max_prompt_tokens``."""
-    from align.chat import ChatEncoder
+def load_prompts(cfg: PromptDataConfig, enc: Any) -> tuple[list[list[dict]], list[list[int]], Any]:
+    """``(prompts, their chat ids, manifest)``: validated, deduplicated, fitted to ``max_prompt_tokens``
+    (``enc``: an :class:`align.chat.ChatEncoder` in the SFT model's format)."""
     from align.prefs import drop_used, read_pairs
-    from sft.chat_format import TooLongError, fit_prompt
+    from sft.chat_format import TooLongError
 
     pairs, manifest = read_pairs(cfg.files, cfg.tiers, cfg.on_delimiter)
-    enc = ChatEncoder(tokenizer)
     seen: set[str] = set()
     prompts, ids = [], []
     for pair in pairs:
@@ -99,7 +98,7 @@ def load_prompts(cfg: PromptDataConfig, tokenizer: Any) -> tuple[list[list[dict]
             drop_used(manifest, pair.pair_id, "over_limit")
             continue
         try:
-            p_ids, dropped = fit_prompt(list(pair.prompt), enc.text, cfg.max_prompt_tokens)
+            p_ids, dropped = enc.fit_prompt(list(pair.prompt), cfg.max_prompt_tokens)
         except TooLongError:
             drop_used(manifest, pair.pair_id, "prompt_too_long")
             continue
@@ -121,14 +120,14 @@ class RlTask(CausalLMTask):
     def setup(self, engine: Any, rank: int, world_size: int) -> None:
         import torch
 
+        from align.chat import chat_setup
         from align.rewards import make_scorer
-        from sft.chat_tokenizer import load_chat_tokenizer
 
         super().setup(engine, rank, world_size)
         self.engine = engine
         data = json.loads(Path(self.task_spec["prompts"]).read_text(encoding="utf-8"))
         self.prompts, self.prompt_ids = data["prompts"], data["prompt_ids"]
-        self.tokenizer = load_chat_tokenizer(self.cfg.tokenizer_dir)
+        self.tokenizer, _ = chat_setup(self.cfg.model_dir, self.cfg.tokenizer_dir)
         self.pad_id, self.eos_id = int(self.tokenizer.pad_token_id), int(self.tokenizer.eos_token_id)
         # Under ZeRO-3 every forward gathers parameters collectively: all ranks generate in lockstep.
         self.synced_gpus = engine.ds.zero_optimization_stage() == 3
@@ -174,11 +173,10 @@ class RlTask(CausalLMTask):
 
 def run(cfg: RlConfig) -> int:
     """CLI: check, read the prompts, launch the workers, finish ``final/``, draw ``logs/rl.png``."""
+    from align.chat import chat_setup
     from align.common import plot_curves
     from pretrain.engine import launch, preflight, run_lock
     from pretrain.logging_utils import read_metrics
-    from sft.chat_tokenizer import load_chat_tokenizer
-    from sft.train import finalize_export
     from zhllama.artifacts import atomic_write_json, sha256_bytes
 
     if not cfg.reward.startswith("rule:") and not (Path(cfg.reward) / "config.json").is_file():
@@ -186,8 +184,8 @@ def run(cfg: RlConfig) -> int:
                         "and not rule:NAME")
     with run_lock(cfg.run_dir, cfg.launch.node_rank):
         ds_config, resume = preflight(cfg)
-        tokenizer = load_chat_tokenizer(cfg.tokenizer_dir)
-        prompts, ids, manifest = load_prompts(cfg.prompts, tokenizer)
+        _, encoder = chat_setup(cfg.model_dir, cfg.tokenizer_dir)
+        prompts, ids, manifest = load_prompts(cfg.prompts, encoder)
         data_dir = Path(cfg.run_dir) / DATA_DIR_NAME
         payload = json.dumps({"prompts": prompts, "prompt_ids": ids}, ensure_ascii=False)
         atomic_write_json(data_dir / "prompts.json", json.loads(payload))
@@ -195,7 +193,7 @@ def run(cfg: RlConfig) -> int:
         print(f"prompts: {manifest.summary()}")
         key = sha256_bytes(payload.encode())
         launch(cfg, ds_config, resume, task=TASK, task_spec={"prompts": str(data_dir / "prompts.json")},
-               identity={"prompts": key}, meta={"inputs": {"prompts": key}}, finalize=finalize_export(cfg))
+               identity={"prompts": key}, meta={"inputs": {"prompts": key}}, exporter="align.chat:export_chat_policy")
         if cfg.launch.node_rank != 0:
             return 0
         logs = Path(cfg.run_dir) / "logs"

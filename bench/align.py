@@ -102,21 +102,20 @@ def main() -> int:
 
     import torch
 
-    from align.chat import ChatEncoder
+    from align.chat import chat_setup
     from align.pairs import encode_pairs
     from align.prefs import read_pairs
     from align.refcache import compute_ref_logps
     from pretrain.model import load_llama
-    from sft.chat_tokenizer import load_chat_tokenizer
     from zhllama import default_data_dir
     from zhllama.artifacts import atomic_write_json, versions
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
     scratch = tempfile.TemporaryDirectory()
     model_dir = args.model if (args.model / "config.json").is_file() else stand_in_model(Path(scratch.name), default_data_dir())
-    tokenizer = load_chat_tokenizer(model_dir)
+    tokenizer, encoder = chat_setup(model_dir)
     pairs, _ = read_pairs(default_data_dir() / "sft" / "pref_train.jsonl", tiers=("A",))
-    encoded, _ = encode_pairs(pairs[: args.pairs], ChatEncoder(tokenizer), args.max_seq_len)
+    encoded, _ = encode_pairs(pairs[: args.pairs], encoder, args.max_seq_len)
     pad_id = int(tokenizer.pad_token_id)
     reference = load_llama(model_dir).eval()
     policy_a, policy_b = load_llama(model_dir), load_llama(model_dir)

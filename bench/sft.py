@@ -6,8 +6,9 @@ runs must agree (checked). Packed: best-fit-decreasing rows of ``--max_seq_len``
 conversations per row with restarting position ids (block-diagonal causal attention on SDPA,
 variable-length kernels with ``--attn flash_attention_2``); padded: shuffled conversations,
 ``--padded_batch`` (8) per micro-batch padded to the longest, and as many packed rows per
-micro-batch as carry the same real tokens on average. Each layout runs in a fresh process (peak memory is its own).
-Prints the ratio, writes ``artifacts/bench/sft.json``::
+micro-batch as carry the same real tokens on average. Both layouts are timed in one process with
+their micro-batches interleaved (a shared machine's load hits both alike); peak memory is measured
+per layout in a fresh process on its largest micro-batch. Prints the ratio, writes ``artifacts/bench/sft.json``::
 
     python bench/sft.py                                 # CPU: stand-in-sized model, 96 conversations
     python bench/sft.py --preset 1b --max_examples 0    # GPU: a ~1B Llama, the whole set
@@ -65,56 +66,96 @@ class _Ex:
         self.n_labels = sum(1 for x in labels[1:] if x != IGNORE_INDEX)
 
 
-def run_layout(layout: str, examples: list, batches: list, args: dict, out: mp.Queue) -> None:
-    """Forward + backward over ``batches`` (lists of rows) in this fresh process; put the figures on ``out``."""
+def build_model(args: dict):
+    """The benchmark model (random weights, seed 0: identical in every process)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from sft.loss import nll_sum
-    from sft.packing import collate, to_torch
-
     torch.set_num_threads(args["threads"])
-    device = args["device"]
     hidden, inter, layers, heads, kv = PRESETS[args["preset"]]
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=args["vocab"], hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096,
                       bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = LlamaForCausalLM(cfg).to(device=device, dtype=dtype)
+    dtype = torch.bfloat16 if args["device"] == "cuda" else torch.float32
+    model = LlamaForCausalLM(cfg).to(device=args["device"], dtype=dtype)
     model.config._attn_implementation = args["attn"]
-    model.train()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return model.train()
+
+
+def fwd_bwd(model, exs: list, rows: list, layout: str, args: dict) -> tuple[float, int, float, int]:
+    """One micro-batch: ``(summed NLL, supervised tokens, seconds, computed tokens)``."""
+    import torch
+
+    from sft.loss import nll_sum
+    from sft.packing import collate, to_torch
+
+    batch = to_torch(collate(exs, rows, args["pad_id"], packed=layout == "packed"), args["device"])
+    if args["device"] == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    loss_sum, n = nll_sum(model, batch)
+    (loss_sum / max(int(n), 1)).backward()
+    model.zero_grad(set_to_none=True)
+    if args["device"] == "cuda":
+        torch.cuda.synchronize()
+    return float(loss_sum.detach()), int(n), time.perf_counter() - t, int(batch["input_ids"].numel())
+
+
+def time_layouts(examples: list, batches: dict, args: dict, out: mp.Queue) -> None:
+    """Both layouts in one process, micro-batches interleaved (padded k, packed k, ... with the order
+    swapped every k), so a shared machine's changing load weighs on both alike."""
+    model = build_model(args)
     exs = [_Ex(i, lab) for i, lab in examples]
-    nll_total, sup_total, sup_timed, real_timed, computed_timed, seconds = 0.0, 0, 0, 0, 0, 0.0
-    for k, rows in enumerate(batches):
-        batch = to_torch(collate(exs, rows, args["pad_id"], packed=layout == "packed"), device)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        loss_sum, n = nll_sum(model, batch)
-        (loss_sum / max(int(n), 1)).backward()
-        model.zero_grad(set_to_none=True)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t
-        nll_total += float(loss_sum.detach())
-        sup_total += int(n)
-        if k >= args["warmup_batches"]:  # the first batches pay for allocation and kernel selection
-            seconds += dt
-            sup_timed += int(n)
-            real_timed += sum(len(exs[i].input_ids) for r in rows for i in r)
-            computed_timed += int(batch["input_ids"].numel())
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
-            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024)
-    out.put({"layout": layout, "supervised_tokens_per_second": sup_timed / seconds, "seconds_timed": seconds,
-             "micro_batches": len(batches), "nll_sum": nll_total, "supervised_tokens": sup_total,
-             "real_tokens_timed": real_timed, "computed_tokens_timed": computed_timed,
-             "peak_memory_mb": round(peak, 1),
-             "peak_memory_kind": "cuda max_memory_allocated" if device == "cuda" else "CPU max RSS growth during the loop",
-             "n_params": sum(p.numel() for p in model.parameters())})
+    res = {name: {"nll_sum": 0.0, "supervised_tokens": 0, "seconds_timed": 0.0, "supervised_timed": 0,
+                  "real_tokens_timed": 0, "computed_tokens_timed": 0, "micro_batches": len(b)}
+           for name, b in batches.items()}
+    names = list(batches)
+    for k in range(max(len(b) for b in batches.values())):
+        for name in (names if k % 2 == 0 else names[::-1]):
+            if k >= len(batches[name]):
+                continue
+            rows = batches[name][k]
+            nll, n, dt, computed = fwd_bwd(model, exs, rows, name, args)
+            r = res[name]
+            r["nll_sum"] += nll
+            r["supervised_tokens"] += n
+            if k >= args["warmup_batches"]:  # the first batches pay for allocation and kernel selection
+                r["seconds_timed"] += dt
+                r["supervised_timed"] += n
+                r["real_tokens_timed"] += sum(len(exs[i].input_ids) for row in rows for i in row)
+                r["computed_tokens_timed"] += computed
+    for r in res.values():
+        r["supervised_tokens_per_second"] = r["supervised_timed"] / r["seconds_timed"]
+    res["n_params"] = sum(p.numel() for p in model.parameters())
+    out.put(res)
+
+
+def peak_memory(layout: str, examples: list, rows: list, args: dict, out: mp.Queue) -> None:
+    """Peak memory of the layout's largest micro-batch, in a fresh process (GPU: max allocated; CPU:
+    growth of the process's max RSS over the model alone)."""
+    import torch
+
+    model = build_model(args)
+    exs = [_Ex(i, lab) for i, lab in examples]
+    if args["device"] == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(2):
+        fwd_bwd(model, exs, rows, layout, args)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if args["device"] == "cuda"
+            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+    out.put(round(peak, 1))
+
+
+def in_fresh_process(target, *args):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    result = q.get()
+    p.join()
+    return result
 
 
 def plan(examples: list, max_seq_len: int, padded_batch: int) -> tuple[list, list, int]:
@@ -161,15 +202,15 @@ def main() -> int:
     packed, padded, rows_per_batch = plan(examples, args.max_seq_len, args.padded_batch)
     common = {"threads": args.threads, "device": device, "preset": preset, "vocab": tok_info["vocab"],
               "pad_id": tok_info["pad_id"], "attn": args.attn or "sdpa", "warmup_batches": args.warmup_batches}
-    ctx = mp.get_context("spawn")
-    results = {}
-    for layout, batches in (("padded", padded), ("packed", packed)):
-        q = ctx.Queue()
-        p = ctx.Process(target=run_layout, args=(layout, examples, batches, common, q))
-        p.start()
-        results[layout] = q.get()
-        p.join()
+    batches = {"padded": padded, "packed": packed}
+    results = in_fresh_process(time_layouts, examples, batches, common)
+    n_params = results.pop("n_params")
+    for layout, layout_batches in batches.items():
+        heaviest = max(layout_batches, key=lambda rows: len(rows) * max(sum(len(examples[i][0]) for i in r) for r in rows))
         r = results[layout]
+        r["peak_memory_mb"] = in_fresh_process(peak_memory, layout, examples, heaviest, common)
+        r["peak_memory_kind"] = ("cuda max_memory_allocated" if device == "cuda"
+                                 else "CPU max RSS growth over the model, largest micro-batch")
         print(f"{layout:6s}: {r['supervised_tokens_per_second']:10,.0f} supervised tokens/s, {r['micro_batches']} "
               f"micro-batches, {r['real_tokens_timed'] / r['computed_tokens_timed']:.1%} of computed tokens real, "
               f"peak {r['peak_memory_mb']:,.0f} MB", flush=True)
@@ -178,13 +219,13 @@ def main() -> int:
         pa["supervised_tokens"] == pk["supervised_tokens"]
     ratio = pk["supervised_tokens_per_second"] / pa["supervised_tokens_per_second"]
     result = {"device": device, "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
-              "cpu_count": os.cpu_count(), "preset": preset, "n_params": pk["n_params"], "attn": common["attn"],
+              "cpu_count": os.cpu_count(), "preset": preset, "n_params": n_params, "attn": common["attn"],
               "tokenizer": tok_info, "conversations": len(examples), "max_seq_len": args.max_seq_len,
               "packed_rows_per_micro_batch": rows_per_batch, "padded_conversations_per_micro_batch": args.padded_batch,
               "padded": pa, "packed": pk, "same_loss": same_loss, "ratio_packed_over_padded": round(ratio, 3),
               "load_average_1min_at_end": round(os.getloadavg()[0], 2), "versions": versions()}
     atomic_write_json(args.out, result)
-    print(f"{len(examples)} conversations, {pk['supervised_tokens']:,} supervised tokens, model {pk['n_params'] / 1e6:.1f}M "
+    print(f"{len(examples)} conversations, {pk['supervised_tokens']:,} supervised tokens, model {n_params / 1e6:.1f}M "
           f"params ({preset}, {device}); same loss: {same_loss} (NLL {pa['nll_sum']:.2f} vs {pk['nll_sum']:.2f})")
     print(f"packed / padded: {ratio:.2f}x supervised tokens/s -> {args.out}")
     return 0 if same_loss else 1

@@ -22,6 +22,7 @@ from typing import Any
 
 from sft.dialog import OnDelimiter
 from sft.generate import GenerationSettings
+from sft.templates import LLAMA2, ChatFormat
 
 PROMPT_MARK = "\n>>> "
 
@@ -40,6 +41,10 @@ class ChatConfig:
     """Decoding options (greedy by default; ``--generation.do_sample true`` samples)."""
     device: str = "auto"
     """``auto`` (cuda if available), ``cpu``, ``cuda``."""
+    chat_format: str | None = None
+    """null: the format the model was trained in (its ``chat_format.json``; Llama-2 if absent); or a name."""
+    chat_formats_file: Path | None = None
+    """Extra chat formats (YAML)."""
 
 
 def _context_tokens(model: Any) -> int:
@@ -78,7 +83,7 @@ def stream_answer(model: Any, tokenizer: Any, prompt_ids: list[int], settings: G
 
 
 def chat_session(model: Any, tokenizer: Any, cfg: ChatConfig, read_line: Callable[[], str | None],
-                 write: Callable[[str], None]) -> list[dict]:
+                 write: Callable[[str], None], fmt: ChatFormat = LLAMA2) -> list[dict]:
     """Run the chat until ``/exit`` or end of input; returns the final history (messages)."""
     from sft.chat_format import HFTextEncoder, TooLongError, fit_prompt
     from sft.dialog import validate
@@ -100,24 +105,31 @@ def chat_session(model: Any, tokenizer: Any, cfg: ChatConfig, read_line: Callabl
             continue
         dialog, reason, _ = validate(history + [{"role": "user", "content": line}], cfg.on_delimiter, end="user")
         if dialog is None:
-            write(f"error: {reason} (special tags such as [INST] or <<SYS>> are not allowed in a message)")
+            why = " ([INST], [/INST], <<SYS>>, <</SYS>>, <s>, </s> are not allowed in a message)" \
+                if reason == "delimiter_in_message" else ""
+            write(f"error: {reason}{why}")
             continue
         try:
-            ids, dropped = fit_prompt(dialog, enc, room)
+            ids, dropped = fit_prompt(dialog, enc, room, fmt)
         except TooLongError as e:
             write(f"error: {e}")
             continue
         if dropped:
             write(f"(oldest {dropped} turn(s) left out: context is {_context_tokens(model)} tokens)\n")
         answer, _ = stream_answer(model, tokenizer, ids, cfg.generation, write)
+        if not answer:  # a blank answer cannot be a turn of the format: forget the question too
+            write("(empty answer: this turn is not kept)")
+            continue
         history = dialog + [{"role": "assistant", "content": answer}]
 
 
 def run(cfg: ChatConfig) -> int:
     """CLI: load the model, then chat on stdin/stdout."""
     from sft.generate import load_chat_model
+    from sft.templates import resolve_chat_format
 
     model, tokenizer = load_chat_model(cfg.model, cfg.device)
+    fmt = resolve_chat_format(cfg.model, cfg.chat_format, cfg.chat_formats_file)
     print(f"chatting with {cfg.model} (/reset clears the history, /exit or Ctrl-D quits)"
           + (f"; system: {cfg.system!r}" if cfg.system else ""))
 
@@ -131,6 +143,6 @@ def run(cfg: ChatConfig) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    history = chat_session(model, tokenizer, cfg, read_line, write)
+    history = chat_session(model, tokenizer, cfg, read_line, write, fmt)
     print(f"\n{sum(m['role'] == 'assistant' for m in history)} answers")
     return 0

@@ -8,13 +8,17 @@ being SentencePiece without control tokens (``<s>`` written as text is three ord
 
     <s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{user_1} [/INST] {answer_1} </s><s>[INST] {user_2} [/INST]
 
-Functions here are pure (an encoder in, ids out) so the alignment stage can reuse them:
+How a turn is *written* is data (:class:`sft.templates.ChatFormat`, ``sft/chat_formats.yaml``: Llama-2
+by default, Alpaca for comparison); this module does the tokenization around it, the same for every
+format: BOS before each turn, EOS after each answer, as ids. Its functions are pure (an encoder in,
+ids out) so the alignment stage can reuse them:
 
 - :func:`encode_prompt` - the generation prompt of a dialog ending with the user;
 - :func:`encode_dialog` - training ids + labels of a dialog ending with the assistant, truncated by
   whole turns (oldest first, the system message kept) to ``max_seq_len``;
-- :data:`LLAMA2_CHAT_TEMPLATE` - the same format as a Jinja ``chat_template`` for the exported
-  tokenizer (``sft.export``), so ``apply_chat_template(messages, add_generation_prompt=True)`` gives
+- :func:`fit_prompt` - the generation prompt of the newest turns that fit a context;
+- :data:`LLAMA2_CHAT_TEMPLATE` - the format as a Jinja ``chat_template`` for the exported tokenizer
+  (``sft.chat_tokenizer``), so ``apply_chat_template(messages, add_generation_prompt=True)`` gives
   the ids of :func:`encode_prompt`.
 
 Invariants (tested against an independent SentencePiece construction on random dialogs):
@@ -32,9 +36,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from sft.dialog import Message, split_system
+from sft.templates import LLAMA2, ChatFormat, chat_template
 
-B_INST, E_INST = "[INST]", "[/INST]"
-B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
 IGNORE_INDEX = -100
 """Label of a position that is not trained (PyTorch cross-entropy's ``ignore_index``)."""
 
@@ -42,30 +45,11 @@ LabelMode = Literal["all_turns", "last_turn", "prompt_and_answers"]
 """Which tokens carry a loss: every answer + its EOS (default), only the last answer + EOS, or every
 token of the kept turns (prompts too). The first token of a row is never a label (nothing precedes it)."""
 
-LLAMA2_CHAT_TEMPLATE = (
-    "{%- if messages[0]['role'] == 'system' -%}"
-    "{%- set system = messages[0]['content'] -%}{%- set messages = messages[1:] -%}"
-    "{%- else -%}{%- set system = none -%}{%- endif -%}"
-    "{%- for message in messages -%}"
-    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
-    "{{- raise_exception('Llama-2 chat: an optional system message, then user and assistant alternating') -}}"
-    "{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}"
-    "{%- set content = message['content'] -%}"
-    "{%- if loop.first and system is not none -%}"
-    "{%- set content = '<<SYS>>\\n' + system + '\\n<</SYS>>\\n\\n' + content -%}"
-    "{%- endif -%}"
-    "{{- bos_token + '[INST] ' + (content | trim) + ' [/INST]' -}}"
-    "{%- else -%}"
-    "{{- ' ' + (message['content'] | trim) + ' ' + eos_token -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-)
+LLAMA2_CHAT_TEMPLATE = chat_template(LLAMA2)
 """Meta's format as a Hugging Face ``chat_template``: rendered to text, then tokenized by a tokenizer
 that reads ``<s>``/``</s>`` in text as the control tokens (``split_special_tokens=False``). The
 tokenizer prepends ``▁`` to each text segment between control tokens, exactly as each separate
-SentencePiece ``encode`` of Meta's turns does. The generation prompt needs no extra text: a dialog
-ending with the user already ends with ``[/INST]``."""
+SentencePiece ``encode`` of Meta's turns does."""
 
 
 class TextEncoder(Protocol):
@@ -104,25 +88,6 @@ class PromptNotPrefixError(ValueError):
     answer's first piece merged across the boundary, so the generation prompt would differ from training."""
 
 
-def user_text(user: str, system: str | None) -> str:
-    """The first user message with the system message merged in, as Meta does (stripped later, whole).
-
-    >>> user_text("hi", "be brief")
-    '<<SYS>>\\nbe brief\\n<</SYS>>\\n\\nhi'
-    """
-    return user if system is None else B_SYS + system + E_SYS + user
-
-
-def prompt_text(user: str) -> str:
-    """``'[INST] {user.strip()} [/INST]'``: the text of an open turn (the generation prompt)."""
-    return f"{B_INST} {user.strip()} {E_INST}"
-
-
-def turn_text(user: str, answer: str) -> str:
-    """``'[INST] {user.strip()} [/INST] {answer.strip()} '``: the text of a completed turn (EOS follows)."""
-    return f"{prompt_text(user)} {answer.strip()} "
-
-
 @dataclass(frozen=True)
 class EncodedTurn:
     """One turn's ids: ``BOS ... [/INST]`` (+ ``answer EOS`` when answered)."""
@@ -134,40 +99,45 @@ class EncodedTurn:
     """Characters of the stripped answer (for bits per character)."""
 
 
-def encode_turns(turns: Sequence[tuple[str, str | None]], enc: TextEncoder) -> list[EncodedTurn]:
-    """Encode ``(user, answer or None)`` turns independently (the system already merged into the first).
+def encode_turns(turns: Sequence[tuple[str, str | None]], enc: TextEncoder, fmt: ChatFormat = LLAMA2) -> list[EncodedTurn]:
+    """Encode ``(content, answer or None)`` turns independently (``content`` from :meth:`ChatFormat.content`).
 
     Raises :class:`PromptNotPrefixError` if an answered turn's prompt ids are not a prefix of its ids.
     """
     texts: list[str] = []
-    for user, answer in turns:
-        texts.append(prompt_text(user))
+    for content, answer in turns:
+        texts.append(fmt.prompt_text(content))
         if answer is not None:
-            texts.append(turn_text(user, answer))
+            texts.append(fmt.turn_text(content, answer))
     encoded = iter(enc.encode_many(texts))
     out = []
-    for user, answer in turns:
+    for content, answer in turns:
         prompt = [enc.bos_id] + next(encoded)
         if answer is None:
             out.append(EncodedTurn(prompt, len(prompt)))
             continue
         full = [enc.bos_id] + next(encoded) + [enc.eos_id]
         if full[:len(prompt)] != prompt:
-            raise PromptNotPrefixError(f"the answer's first piece merges with ' [/INST]' in turn {user[:30]!r}")
+            raise PromptNotPrefixError(f"the answer's first piece merges with the prompt's end in turn {content[:30]!r}")
         out.append(EncodedTurn(full, len(prompt), len(answer.strip())))
     return out
 
 
-def encode_prompt(dialog: Sequence[Message], enc: TextEncoder) -> list[int]:
-    """The generation prompt of a dialog ending with the user (Meta's ``chat_completion`` ids).
+def _contents(turns: Sequence[tuple[str, str | None]], system: str | None, fmt: ChatFormat,
+              first_is_first: bool = True) -> list[tuple[str, str | None]]:
+    """``(content, answer)`` of ``turns``; the system message goes into ``turns[0]`` if it opens the row."""
+    return [(fmt.content(user, system, first=first_is_first and k == 0), answer) for k, (user, answer) in enumerate(turns)]
+
+
+def encode_prompt(dialog: Sequence[Message], enc: TextEncoder, fmt: ChatFormat = LLAMA2) -> list[int]:
+    """The generation prompt of a dialog ending with the user (Meta's ``chat_completion`` ids for Llama-2).
 
     ``dialog`` must pass ``check_dialog(dialog, end="user")``.
     """
     system, turns = split_system(dialog)
     if not turns or turns[-1][1] is not None:
         raise ValueError("a generation prompt needs a dialog ending with a user message")
-    turns = [(user_text(turns[0][0], system), turns[0][1])] + turns[1:]
-    return [i for t in encode_turns(turns, enc) for i in t.ids]
+    return [i for t in encode_turns(_contents(turns, system, fmt), enc, fmt) for i in t.ids]
 
 
 @dataclass(frozen=True)
@@ -211,7 +181,7 @@ def _fit_start(n_turns: int, rest: list[EncodedTurn], first_turn: Any,
 
 
 def encode_dialog(dialog: Sequence[Message], enc: TextEncoder, label_mode: LabelMode = "all_turns",
-                  max_seq_len: int | None = None) -> EncodedDialog:
+                  max_seq_len: int | None = None, fmt: ChatFormat = LLAMA2) -> EncodedDialog:
     """Ids and labels of a dialog ending with the assistant, keeping the newest turns that fit.
 
     Truncation is by whole turns, oldest first; the system message moves to the first kept turn
@@ -224,12 +194,13 @@ def encode_dialog(dialog: Sequence[Message], enc: TextEncoder, label_mode: Label
     system, turns = split_system(dialog)
     if not turns or turns[-1][1] is None:
         raise ValueError("a training dialog must end with an assistant message")
-    rest = encode_turns(turns[1:], enc)  # turns 1.. as they are when not first
+    rest = encode_turns(_contents(turns[1:], system, fmt, first_is_first=False), enc, fmt)  # turns 1.. when not first
+    carries_system = system is not None or fmt.default_system is not None
 
     def first_turn(k: int) -> EncodedTurn:
-        if k > 0 and system is None:
+        if k > 0 and not carries_system:
             return rest[k - 1]
-        return encode_turns([(user_text(turns[k][0], system), turns[k][1])], enc)[0]
+        return encode_turns([(fmt.content(turns[k][0], system, first=True), turns[k][1])], enc, fmt)[0]
 
     start, first = _fit_start(len(turns), rest, first_turn, max_seq_len)
     kept = [first] + rest[start:]
@@ -253,7 +224,8 @@ def encode_dialog(dialog: Sequence[Message], enc: TextEncoder, label_mode: Label
 
 
 
-def fit_prompt(dialog: Sequence[Message], enc: TextEncoder, max_tokens: int) -> tuple[list[int], int]:
+def fit_prompt(dialog: Sequence[Message], enc: TextEncoder, max_tokens: int,
+               fmt: ChatFormat = LLAMA2) -> tuple[list[int], int]:
     """``(prompt ids, turns dropped)``: :func:`encode_prompt` of the newest turns that fit ``max_tokens``.
 
     Whole turns go, oldest first; the system message stays. For a chat whose history outgrows the
@@ -262,7 +234,7 @@ def fit_prompt(dialog: Sequence[Message], enc: TextEncoder, max_tokens: int) -> 
     system = [dict(dialog[0])] if dialog and dialog[0]["role"] == "system" else []
     body = list(dialog[len(system):])
     for dropped in range(0, len(body) // 2 + 1):
-        ids = encode_prompt(system + body[2 * dropped:], enc)
+        ids = encode_prompt(system + body[2 * dropped:], enc, fmt)
         if len(ids) <= max_tokens:
             return ids, dropped
     raise TooLongError(f"the last message alone is {len(ids)} tokens > {max_tokens} (the context left for it)")

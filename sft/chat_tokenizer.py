@@ -26,13 +26,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sft.chat_format import LLAMA2_CHAT_TEMPLATE
+from sft.templates import LLAMA2, ChatFormat, chat_template, save_chat_format
 
 SENTENCEPIECE_FILE = "tokenizer.model"
 
 
-def load_chat_tokenizer(tokenizer_dir: str | Path) -> Any:
-    """The tokenizer of ``tokenizer_dir`` with control tokens read in text, the chat template and a pad token.
+def load_chat_tokenizer(tokenizer_dir: str | Path, fmt: ChatFormat = LLAMA2) -> Any:
+    """The tokenizer of ``tokenizer_dir`` with control tokens read in text, ``fmt``'s chat template and a pad token.
 
     The pad token is ``<unk>`` (Llama-2 has none; padding positions are masked, so any id works,
     and ``<unk>`` never ends a generation the way reusing EOS would suggest).
@@ -40,19 +40,20 @@ def load_chat_tokenizer(tokenizer_dir: str | Path) -> Any:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), split_special_tokens=False)
-    tok.chat_template = LLAMA2_CHAT_TEMPLATE
+    tok.chat_template = chat_template(fmt)
     if tok.pad_token is None and tok.unk_token is not None:
         tok.pad_token = tok.unk_token
     return tok
 
 
-def save_chat_tokenizer(tokenizer_dir: str | Path, out_dir: str | Path) -> Any:
+def save_chat_tokenizer(tokenizer_dir: str | Path, out_dir: str | Path, fmt: ChatFormat = LLAMA2) -> Any:
     """Write the chat tokenizer (``tokenizer.json`` + config + ``chat_template.jinja`` + the
-    SentencePiece ``tokenizer.model``) into ``out_dir``; returns it."""
-    tok = load_chat_tokenizer(tokenizer_dir)
+    SentencePiece ``tokenizer.model``) and ``chat_format.json`` into ``out_dir``; returns it."""
+    tok = load_chat_tokenizer(tokenizer_dir, fmt)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(str(out))
+    save_chat_format(fmt, out)
     src = Path(tokenizer_dir) / SENTENCEPIECE_FILE
     if src.is_file():
         shutil.copy2(src, out / SENTENCEPIECE_FILE)

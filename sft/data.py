@@ -34,6 +34,7 @@ from sft.dialog import DEFAULT_DELIMITERS, OnDelimiter
 from sft.formats import get_format
 from sft.packing import pack_rows, single_rows
 from sft.records import ChatRecord, Manifest, read_chat_files
+from sft.templates import LLAMA2, ChatFormat, get_chat_format
 from zhllama import default_data_dir
 
 
@@ -58,6 +59,11 @@ class SftDataConfig:
     ``<unk>``: ``reject`` the record (counted) or ``escape`` it (``[INST]`` -> ``[ INST]``)."""
     max_seq_len: int = 512
     """Tokens per row; longer dialogs lose their oldest whole turns (the system message is kept)."""
+    chat_format: str = "llama2"
+    """How turns are written: ``llama2`` (Meta's, exact) or ``alpaca`` (``sft/chat_formats.yaml``), or a
+    name in ``chat_formats_file``."""
+    chat_formats_file: Path | None = None
+    """Extra chat formats (YAML, same shape as ``sft/chat_formats.yaml``)."""
     label_mode: LabelMode = "all_turns"
     """``all_turns`` (every answer + EOS), ``last_turn`` (the last answer + EOS) or
     ``prompt_and_answers`` (every token)."""
@@ -90,12 +96,12 @@ class SftData:
 
 
 def encode_records(records: Iterable[ChatRecord], enc: TextEncoder, manifest: Manifest, max_seq_len: int,
-                   label_mode: LabelMode) -> tuple[list[EncodedDialog], list[str]]:
+                   label_mode: LabelMode, fmt: ChatFormat = LLAMA2) -> tuple[list[EncodedDialog], list[str]]:
     """Encode each record (turn-aware truncation); count rejections and dropped turns in ``manifest``."""
     examples, ids = [], []
     for rec in records:
         try:
-            ex = encode_dialog(rec.dialog, enc, label_mode, max_seq_len)
+            ex = encode_dialog(rec.dialog, enc, label_mode, max_seq_len, fmt)
         except TooLongError as e:
             manifest.reject(rec.record_id, "too_long", str(e))
             continue
@@ -114,14 +120,17 @@ def encode_records(records: Iterable[ChatRecord], enc: TextEncoder, manifest: Ma
     return examples, ids
 
 
-def load_sft_data(files: Sequence[Path], cfg: SftDataConfig, tokenizer: Any, packing: bool | None = None) -> SftData:
-    """Read, validate, tokenize and arrange ``files`` into rows (``packing`` overrides ``cfg.packing``)."""
+def load_sft_data(files: Sequence[Path], cfg: SftDataConfig, tokenizer: Any, packing: bool | None = None,
+                  fmt: ChatFormat | None = None) -> SftData:
+    """Read, validate, tokenize and arrange ``files`` into rows (``packing`` overrides ``cfg.packing``,
+    ``fmt`` the chat format named in ``cfg``)."""
     spec = get_format(cfg.format, cfg.formats_file)
     manifest = Manifest()
     records = read_chat_files(files, spec, manifest, tiers=cfg.tiers, tier_field=cfg.tier_field,
                               on_delimiter=cfg.on_delimiter, delimiters=DEFAULT_DELIMITERS)
     enc = tokenizer if hasattr(tokenizer, "encode_many") else HFTextEncoder(tokenizer)
-    examples, ids = encode_records(records, enc, manifest, cfg.max_seq_len, cfg.label_mode)
+    fmt = fmt or get_chat_format(cfg.chat_format, cfg.chat_formats_file)
+    examples, ids = encode_records(records, enc, manifest, cfg.max_seq_len, cfg.label_mode, fmt)
     manifest.check()
     pack = cfg.packing if packing is None else packing
     rows = pack_rows([len(e.input_ids) for e in examples], cfg.max_seq_len) if pack else single_rows(len(examples))

@@ -142,6 +142,7 @@ def run(cfg: SftEvalConfig) -> int:
     """CLI: score the model (and the baseline) on the same held-out ids; write report.{json,md,png}."""
     from sft.data import load_sft_data
     from sft.generate import load_chat_model
+    from sft.templates import CHAT_FORMAT_FILE, resolve_chat_format
     from zhllama.artifacts import (
         atomic_write_bytes,
         atomic_write_json,
@@ -156,7 +157,10 @@ def run(cfg: SftEvalConfig) -> int:
     manifests: dict[str, Any] = {}
     for path in [cfg.model] + ([cfg.baseline] if cfg.baseline else []):
         model, tokenizer = load_chat_model(path, cfg.device)
-        data = load_sft_data(files, cfg.data, tokenizer)  # each model with its own tokenizer
+        # Each model with its own tokenizer and the format it was trained in (chat_format.json), else data.chat_format.
+        fmt = resolve_chat_format(path, None if (Path(path) / CHAT_FORMAT_FILE).is_file() else cfg.data.chat_format,
+                                  cfg.data.chat_formats_file)
+        data = load_sft_data(files, cfg.data, tokenizer, fmt=fmt)
         if not data.examples:
             raise UserError(f"no usable held-out conversation in {files}: {data.manifest.summary()}")
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -175,6 +179,6 @@ def run(cfg: SftEvalConfig) -> int:
     main = models[str(cfg.model)]
     print(f"sft eval: {main['conversations']} conversations, {main['tokens']:,} answer tokens: loss {main['loss']:.4f}, "
           f"{main['bits_per_char']:.4f} bits/char" + "".join(
-              f"; baseline {Path(n).name}: {m['bits_per_char']:.4f} bits/char" for n, m in models.items()
+              f"; baseline {n}: {m['bits_per_char']:.4f} bits/char" for n, m in models.items()
               if n != str(cfg.model)) + f" -> {out / 'report.md'}")
     return 0

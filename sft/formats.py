@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sft.dialog import ROLES, Dialog
 from zhllama.config import ConfigError, from_dict, load_yaml
 
 BUILTIN_FORMATS_FILE = Path(__file__).with_name("formats.yaml")
+T = TypeVar("T")
 
 
 @dataclass
@@ -60,24 +61,32 @@ class FormatSpec:
             raise ValueError("a 'fields' format needs at least one prompt field")
 
 
-def load_formats(extra_file: str | Path | None = None) -> dict[str, FormatSpec]:
-    """The built-in specs, overridden/extended by the specs in ``extra_file`` (same YAML shape)."""
-    specs: dict[str, FormatSpec] = {}
-    for path in [BUILTIN_FORMATS_FILE] + ([Path(extra_file)] if extra_file else []):
+def load_named_specs(cls: type[T], builtin_file: Path, extra_file: str | Path | None) -> dict[str, T]:
+    """``{name: cls(**entry)}`` of a YAML file of named entries, overridden/extended by ``extra_file``."""
+    specs: dict[str, T] = {}
+    for path in [builtin_file] + ([Path(extra_file)] if extra_file else []):
         for name, raw in load_yaml(path).items():
             if not isinstance(raw, dict):
-                raise ConfigError(f"{path}: format {name!r} must be a mapping of FormatSpec keys")
-            specs[name] = from_dict(FormatSpec, raw, source=f"{path}:{name}")
+                raise ConfigError(f"{path}: {name!r} must be a mapping of {cls.__name__} keys")
+            specs[name] = from_dict(cls, raw, source=f"{path}:{name}")
     return specs
+
+
+def pick(specs: dict[str, T], name: str, what: str) -> T:
+    """``specs[name]``, or a :class:`ConfigError` listing the known names."""
+    if name not in specs:
+        raise ConfigError(f"unknown {what} {name!r}; known: {sorted(specs)} (add one in a YAML file of the same shape)")
+    return specs[name]
+
+
+def load_formats(extra_file: str | Path | None = None) -> dict[str, FormatSpec]:
+    """The built-in specs, overridden/extended by the specs in ``extra_file`` (same YAML shape)."""
+    return load_named_specs(FormatSpec, BUILTIN_FORMATS_FILE, extra_file)
 
 
 def get_format(name: str, extra_file: str | Path | None = None) -> FormatSpec:
     """The spec called ``name`` (a :class:`ConfigError` listing the known names otherwise)."""
-    specs = load_formats(extra_file)
-    if name not in specs:
-        raise ConfigError(f"unknown chat data format {name!r}; known: {sorted(specs)} "
-                          "(add one to a --data.formats_file YAML)")
-    return specs[name]
+    return pick(load_formats(extra_file), name, "chat data format")
 
 
 Converted = tuple[Dialog | None, str | None, str]

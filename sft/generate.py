@@ -115,6 +115,10 @@ class GenerateConfig:
     """A prompt containing format delimiters: ``reject`` (counted, as Meta's reference refuses) or ``escape``."""
     batch_size: int = 8
     """Prompts per generate call."""
+    chat_format: str | None = None
+    """null: the format the model was trained in (its ``chat_format.json``; Llama-2 if absent); or a name."""
+    chat_formats_file: Path | None = None
+    """Extra chat formats (YAML)."""
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     """Decoding options."""
     device: str = "auto"
@@ -137,6 +141,7 @@ def run(cfg: GenerateConfig) -> int:
     from sft.chat_format import HFTextEncoder, encode_prompt
     from sft.formats import get_format
     from sft.records import Manifest, read_chat_file
+    from sft.templates import resolve_chat_format
     from zhllama.artifacts import atomic_write_text
     from zhllama.cli import existing_file
 
@@ -161,9 +166,10 @@ def run(cfg: GenerateConfig) -> int:
         raise UserError(f"{path}: no usable conversation ({manifest.summary()})")
     model, tokenizer = load_chat_model(cfg.model, cfg.device)
     enc = HFTextEncoder(tokenizer)
+    fmt = resolve_chat_format(cfg.model, cfg.chat_format, cfg.chat_formats_file)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     t0 = time.monotonic()
-    outs = generate_ids(model, [encode_prompt(p, enc) for _, p, _ in items], pad, enc.eos_id,
+    outs = generate_ids(model, [encode_prompt(p, enc, fmt) for _, p, _ in items], pad, enc.eos_id,
                         cfg.generation, cfg.batch_size)
     seconds = time.monotonic() - t0
     lines = []

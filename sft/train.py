@@ -15,8 +15,9 @@ What happens, in order (nothing is written before every check passed):
 3. the workers (:class:`sft.task.SftTask`) train; the data's content hash is part of the run's
    identity, so a resume with other data or options is refused;
 4. ``final/``: the merged Hugging Face model (LoRA merged; the adapter in ``final/adapter/``) with
-   the chat tokenizer (Llama-2 ``chat_template``, control tokens read in text, pad = ``<unk>``) and a
-   ``generation_config.json`` that stops at EOS.
+   the chat tokenizer (the format's ``chat_template``, control tokens read in text, pad = ``<unk>``),
+   ``chat_format.json`` (the format, read back by chat/generate/eval) and a ``generation_config.json``
+   that stops at EOS.
 """
 from __future__ import annotations
 
@@ -51,16 +52,20 @@ def _max_positions(model_dir: Path) -> int | None:
     return read_llama_config(model_dir).get("max_position_embeddings")
 
 
-def finalize_export(cfg: SftTrainConfig):
-    """What ``final/`` gets beyond the engine's export: the chat tokenizer and the generation config."""
+def export_chat_model(ckpt_dir: Path, tag: str | None, out_dir: Path, cfg: SftTrainConfig) -> Path:
+    """The engine's exporter for SFT: the merged causal LM (:func:`pretrain.export.export_final`) plus,
+    inside the same atomic directory, the chat tokenizer, ``chat_format.json`` and the generation config."""
+    from pretrain.export import export_final
 
-    def add_chat_files(out_dir: Path) -> None:
+    def add_chat_files(tmp_dir: Path) -> None:
         from sft.chat_tokenizer import generation_config, save_chat_tokenizer
+        from sft.templates import get_chat_format
 
-        tok = save_chat_tokenizer(cfg.tokenizer_dir, out_dir)
-        generation_config(tok).save_pretrained(str(out_dir))
+        tok = save_chat_tokenizer(cfg.tokenizer_dir, tmp_dir, get_chat_format(cfg.data.chat_format,
+                                                                               cfg.data.chat_formats_file))
+        generation_config(tok).save_pretrained(str(tmp_dir))
 
-    return add_chat_files
+    return export_final(ckpt_dir, tag, out_dir, cfg, finalize=add_chat_files)
 
 
 def run(cfg: SftTrainConfig) -> int:
@@ -108,5 +113,5 @@ def run(cfg: SftTrainConfig) -> int:
         inputs = {"tokenizer": tokenizer_sha256(cfg.tokenizer_dir),
                   **{f"data:{f}": sha256_file(f) for f in train_files + eval_files}}
         launch(cfg, ds_config, resume, task=TASK, task_spec=task_spec, identity=identity,
-               meta={"inputs": inputs, "data_manifest": manifests}, finalize=finalize_export(cfg))
+               meta={"inputs": inputs, "data_manifest": manifests}, exporter="sft.train:export_chat_model")
     return 0

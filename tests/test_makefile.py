@@ -28,6 +28,7 @@ TARGETS = {
     "pack": ("pretrain", "pack", "cache_dir"),
     "pretrain": ("pretrain", "train", "run_dir"),
     "eval": ("pretrain", "eval", "out_dir"),
+    "benchmark": ("mcq", "score", "out_dir"),
 }
 
 
@@ -38,7 +39,7 @@ def stage_commands(target: str, **variables: str) -> list[list[str]]:
     commands = []
     for line in out.replace("\\\n", " ").splitlines():
         words = shlex.split(line)
-        if words[:2] == ["python", "-m"] and len(words) > 3:
+        if words[:2] == ["python", "-m"] and len(words) > 3 and (REPO_ROOT / words[2] / "__main__.py").is_file():
             commands.append(words[2:])
     return commands
 

@@ -16,7 +16,6 @@ Example::
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 import resource
@@ -26,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from corpora.shards import iter_jsonl_texts  # one JSONL reader; merge.py, report.py import it here
 from vocab.jieba_tools import (
     DEFAULT_DELIMITER,
     dict_training_lines,
@@ -307,23 +307,6 @@ def corpus_files(corpus_dir: str | Path) -> list[Path]:
     from corpora.shards import shard_files
 
     return shard_files(corpus_dir, "train")
-
-
-def iter_jsonl_texts(paths: Iterable[str | Path], field: str = "text") -> Iterator[str]:
-    """Stream the ``field`` of every JSON line of ``paths``; bad lines raise a :class:`UserError` naming file:line."""
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-                text = record.get(field) if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    raise UserError(f"{path}:{lineno}: expected a JSON object with a string {field!r}")
-                yield text
 
 
 def _peak_rss_mb() -> float:

@@ -20,6 +20,7 @@ Nested dataclasses are addressed with dots (``--optim.lr 3e-4``); lists take YAM
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
@@ -78,6 +80,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         vt = args[1] if len(args) == 2 else Any
         return {k: _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string; it is a number here
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected float, got {value!r}")
         return float(value)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from pretrain.engine.config import EngineConfig, RunPaths
@@ -55,10 +54,28 @@ def check_inputs(cfg: EngineConfig) -> dict:
 
     read_llama_config(cfg.model_dir)
     check_weights_match_config(cfg.model_dir)
+    check_attention(cfg.attn_implementation)
     check_tokenizer_extends(cfg.model_dir, cfg.tokenizer_dir, require_fit=True)
     ds_config = ds_config_for(cfg)
     worker_command(cfg.launch, Path("spec.json"))  # raises on a bad multi-node launch setup
     return ds_config
+
+
+def check_attention(attn_implementation: str) -> None:
+    """``flash_attention_2``/``_3`` need a CUDA GPU and the ``flash_attn`` package: say so before launching."""
+    import importlib.util
+
+    import torch
+
+    if not attn_implementation.startswith("flash_attention"):
+        return
+    if not torch.cuda.is_available():
+        raise UserError(f"attn_implementation={attn_implementation} needs a CUDA GPU; use sdpa (PyTorch's fused "
+                        "attention, flash kernels included on GPU) or eager")
+    package = "flash_attn_interface" if attn_implementation.endswith("3") else "flash_attn"
+    if importlib.util.find_spec(package) is None:
+        raise UserError(f"attn_implementation={attn_implementation} needs the {package} package "
+                        "(pip install flash-attn --no-build-isolation), or use sdpa")
 
 
 def preflight(cfg: EngineConfig) -> tuple[dict, ResumePoint | None]:
@@ -77,14 +94,14 @@ def preflight(cfg: EngineConfig) -> tuple[dict, ResumePoint | None]:
 
 def launch(cfg: EngineConfig, ds_config: dict, resume: ResumePoint | None, *, task: str,
            task_spec: dict | None = None, identity: dict | None = None, meta: dict | None = None,
-           finalize: Callable[[Path], None] | None = None) -> list[dict]:
+           exporter: str = "pretrain.export:export_final") -> list[dict]:
     """Prepare ``run_dir``, run the workers of ``task`` ("module:Class"), export; return the metrics records.
 
     ``task_spec`` reaches the task's constructor in every worker (JSON-able: paths, counts);
     ``identity`` (what decides the data order besides the seed and the global batch) is stored in
     every checkpoint and must match on resume; ``meta`` goes into ``checkpoints/meta.json``;
-    ``finalize(dir)`` adds the stage's files to ``final/`` before it is swapped in (see
-    :func:`pretrain.export.export_final`).
+    ``exporter`` ("module:function", called as ``f(checkpoints_dir, None, final_dir, cfg)``) writes
+    ``final/`` when ``cfg.export`` (the default consolidates a causal LM; a reward model brings its own).
     """
     from pretrain.launch import run_workers, worker_command, worker_env
     from pretrain.logging_utils import LOSS_PNG_NAME, METRICS_NAME, plot_loss, read_metrics
@@ -117,9 +134,9 @@ def launch(cfg: EngineConfig, ds_config: dict, resume: ResumePoint | None, *, ta
     if records:
         plot_loss(records, paths.logs / LOSS_PNG_NAME, title=f"{paths.root.name} ({cfg.mode})")
     if cfg.export:
-        from pretrain.export import export_final
+        from zhllama.cli import import_object
 
-        export_final(paths.checkpoints, None, paths.final, cfg, finalize=finalize)
+        import_object(exporter)(paths.checkpoints, None, paths.final, cfg)
     print(summary_line(cfg, records, paths, time.monotonic() - t0))
     return records
 

@@ -298,14 +298,16 @@ def train_worker(spec: dict) -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr
         result = train_step(engine, task, step)
+        loss = result.pop("loss")
         step_tokens = result.pop("tokens")
         tokens_seen += step_tokens
         completed = step + 1
         last = completed == cfg.max_steps
         if completed % cfg.log_every_steps == 0 or last:
             now = time.monotonic()
-            record = {"step": completed, "loss": result.pop("loss"), "lr": lr, "tokens_seen": tokens_seen,
+            record = {"step": completed, "loss": loss, "lr": lr, "tokens_seen": tokens_seen,
                       "tokens_per_second": step_tokens / max(now - t_step, 1e-9),
+                      # over this launch's wall time, evaluations and saves included
                       "run_tokens_per_second": (tokens_seen - tokens_at_start) / max(now - t_start, 1e-9),
                       "elapsed_s": now - t_start, **result}
             grad_norm = ds_engine.get_global_grad_norm()
@@ -316,6 +318,7 @@ def train_worker(spec: dict) -> None:
             logger.log({"step": completed, **run_evaluate(engine, task)})
         if progress is not None:
             progress.update(1)
+            progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
         if completed % cfg.save_every_steps == 0 or last:
             client_state = {"completed_steps": completed, "tokens_seen": tokens_seen, "task": task.client_state()}
             save_checkpoint(ds_engine, paths.checkpoints, completed, client_state, cfg.keep_last_checkpoints,

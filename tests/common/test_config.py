@@ -42,6 +42,9 @@ def test_yaml_then_overrides(tmp_path):
 
 def test_int_is_accepted_for_float_but_not_the_reverse():
     assert load_config(Cfg, None, ["--optim.lr", "1"]).optim.lr == 1.0
+    assert load_config(Cfg, None, ["--optim.lr", "1e-4"]).optim.lr == 1e-4  # YAML 1.1 reads this as a string
+    with pytest.raises(ConfigError, match=r"lr: expected float"):
+        load_config(Cfg, None, ["--optim.lr", "fast"])
     with pytest.raises(ConfigError, match=r"block_size_tokens: expected int"):
         load_config(Cfg, None, ["--block_size_tokens", "1.5"])
 

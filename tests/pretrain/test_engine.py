@@ -93,7 +93,7 @@ def test_token_weighted_step_is_the_same_whatever_the_split(split_runs, tiny_lla
     first = {name: r["records"][0] for name, r in split_runs.items()}
     for name, rec in first.items():
         assert rec["units"] == n_tokens, name
-        assert rec["loss"] == pytest.approx(float(nll) / n_tokens, rel=1e-5), name
+        assert rec["loss"] == pytest.approx(nll.item() / n_tokens, rel=1e-5), name
         assert rec["grad_norm"] == pytest.approx(ref_norm, rel=1e-4), name
     # Same data, same gradients: the second step's figures and the trained weights agree too.
     base = split_runs["accum1_micro4"]

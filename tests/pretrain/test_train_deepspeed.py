@@ -323,14 +323,20 @@ def test_a_signal_to_the_cli_stops_every_worker(inputs, signum):
                             cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = run_dir / "logs" / "metrics.jsonl"
     deadline = time.monotonic() + 600
-    while not (log.is_file() and log.read_text().strip()):  # training is under way
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-4000:]
-        time.sleep(0.5)
-    started = psutil.Process(proc.pid).children(recursive=True)
-    workers = [p for p in started if "pretrain.worker" in " ".join(p.cmdline())]
-    assert len(workers) == 2, [p.cmdline() for p in started]
-    proc.send_signal(signum)  # to the CLI process only, as a scheduler does
-    out = proc.communicate(timeout=300)[0]
+    try:
+        while not (log.is_file() and log.read_text().strip()):  # training is under way
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-4000:]
+            time.sleep(0.5)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        workers = [p for p in started if any(a == "-m" and b == "pretrain.worker"
+                                             for a, b in zip(p.cmdline(), p.cmdline()[1:], strict=False))]
+        assert len(workers) == 2, [p.cmdline() for p in started]
+        proc.send_signal(signum)  # to the CLI process only, as a scheduler does
+        out = proc.communicate(timeout=300)[0]
+    finally:
+        if proc.poll() is None:  # the test failed before the signal: stop the run the same way
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=300)
     assert proc.returncode == 128 + signum, out[-3000:]
     assert f"error: interrupted by {signum.name}: stopped the launcher and" in out
     _, alive = psutil.wait_procs(started, timeout=5)

@@ -148,6 +148,15 @@ def test_multi_node_launch_commands(tmp_path):
         LaunchSettings(num_nodes=2, node_rank=2)
 
 
+def test_worker_env_sets_glibc_malloc_settings_by_default_and_keeps_the_users():
+    from pretrain.launch import MALLOC_ENV, worker_env
+
+    assert LaunchSettings().malloc_tuning
+    on = worker_env({"PATH": "/bin", "MALLOC_TOP_PAD_": "1"}, cuda=False, malloc_tuning=True)
+    assert on["MALLOC_TOP_PAD_"] == "1" and on["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
+    assert not any(k.startswith("MALLOC_") for k in worker_env({"PATH": "/bin"}, cuda=False, malloc_tuning=False))
+
+
 # -- checkpoints bookkeeping (the DeepSpeed files themselves are covered by test_train_deepspeed) --
 
 
@@ -385,6 +394,24 @@ def test_resume_refuses_another_seed_or_global_batch(small_inputs, tmp_path):
     with pytest.raises(UserError, match=r"trained with global_batch_size=4, this run has global_batch_size=6"):
         run(make_cfg(small_inputs, run_dir=run_dir, resume=True, micro_batch_size=3))
     assert (run_dir / "logs" / "metrics.jsonl").read_text() == '{"step": 5, "loss": 1.0}\n'  # nothing touched
+
+
+def test_flash_attention_without_a_gpu_is_refused_up_front(small_inputs, tmp_path):
+    with pytest.raises(UserError, match="attn_implementation=flash_attention_2 needs a CUDA GPU"):
+        run(make_cfg(small_inputs, attn_implementation="flash_attention_2", run_dir=tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_held_out_split_that_is_also_trained_on_is_refused(small_inputs, tmp_path):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(small_inputs["root"] / "corpus", corpus)
+    (corpus / "heldout").mkdir()
+    shutil.copy(corpus / "train" / "a.jsonl", corpus / "heldout" / "heldout.jsonl")  # same content, other name
+    with pytest.raises(UserError, match=r"heldout.jsonl has the same content as .*train/a.jsonl, a training source"):
+        run(make_cfg(small_inputs, corpus_dir=corpus, eval_every_steps=5, run_dir=tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_grad_clipping_setting_reaches_the_deepspeed_config(small_inputs):

@@ -72,3 +72,28 @@ def meta_reference():
 def random_dialogs(zh_snippets):
     """``random_dialogs(n, seed=0, end="assistant") -> [dialog, ...]`` over real Chinese snippets."""
     return lambda n, seed=0, end="assistant": _random_dialogs(n, zh_snippets, seed, end)
+
+
+ALPACA_PREAMBLE = ("Below is an instruction that describes a task. Write a response that appropriately completes "
+                   "the request.")
+
+
+def _alpaca_reference(sp: spm.SentencePieceProcessor, dialog: list[dict]) -> list[int]:
+    """Stanford Alpaca's no-input prompt, one BOS ... EOS block per turn, written independently."""
+    system = dialog[0]["content"] if dialog[0]["role"] == "system" else ALPACA_PREAMBLE
+    body = dialog[1:] if dialog[0]["role"] == "system" else dialog
+    ids: list[int] = []
+    for k in range(0, len(body), 2):
+        head = (system + "\n\n" if k == 0 else "") + "### Instruction:\n" + body[k]["content"]
+        text = head.strip() + "\n\n### Response:\n"
+        if k + 1 < len(body):
+            ids += [sp.bos_id()] + sp.encode(text + body[k + 1]["content"].strip()) + [sp.eos_id()]
+        else:
+            ids += [sp.bos_id()] + sp.encode(text)
+    return ids
+
+
+@pytest.fixture(scope="session")
+def alpaca_reference():
+    """``alpaca_reference(sp, dialog) -> ids``: the Alpaca comparison format with raw SentencePiece."""
+    return _alpaca_reference

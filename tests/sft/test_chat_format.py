@@ -159,3 +159,42 @@ def test_template_refuses_roles_out_of_order(tokenizers):
     tok = load_chat_tokenizer(tok_dir)
     with pytest.raises(Exception, match="alternating"):
         tok.apply_chat_template([{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}])
+
+
+def test_alpaca_format_equals_its_reference_prompt_prefix_and_template(tmp_path, tokenizers, random_dialogs,
+                                                                       alpaca_reference):
+    from transformers import AutoTokenizer
+
+    from sft.templates import get_chat_format
+
+    sp, enc, tok_dir = tokenizers
+    fmt = get_chat_format("alpaca")
+    save_chat_tokenizer(tok_dir, tmp_path / "chat", fmt)
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "chat"))
+    for dialog in random_dialogs(30, seed=7):
+        train = encode_dialog(dialog, enc, fmt=fmt).input_ids
+        prompt = encode_prompt(dialog[:-1], enc, fmt)
+        assert train == alpaca_reference(sp, dialog) and prompt == alpaca_reference(sp, dialog[:-1])
+        assert train[:len(prompt)] == prompt
+        assert tok.apply_chat_template(dialog[:-1], add_generation_prompt=True)["input_ids"] == prompt
+        assert tok.apply_chat_template(dialog)["input_ids"] == train
+    # Truncated: the default system preamble moves to the first kept turn, as in the reference.
+    dialog = [m for d in random_dialogs(4, seed=8) for m in d if m["role"] != "system"]
+    ex = encode_dialog(dialog, enc, max_seq_len=len(alpaca_reference(sp, dialog)) - 1, fmt=fmt)
+    assert ex.n_turns_dropped >= 1 and ex.input_ids == alpaca_reference(sp, dialog[2 * ex.n_turns_dropped:])
+
+
+def test_formats_are_data_and_placeholders_in_messages_stay_text(tmp_path, tokenizers, meta_reference):
+    from sft.templates import LLAMA2, ChatFormat, get_chat_format, load_chat_formats
+    from zhllama.config import ConfigError
+
+    assert load_chat_formats()["llama2"] == LLAMA2 == ChatFormat()  # the YAML entry is Meta's format
+    sp, enc, tok_dir = tokenizers
+    tok = load_chat_tokenizer(tok_dir)
+    dialog = [{"role": "system", "content": "{user} {content}"}, {"role": "user", "content": "{system}{answer}"}]
+    assert tok.apply_chat_template(dialog, add_generation_prompt=True)["input_ids"] == encode_prompt(dialog, enc) \
+        == meta_reference(sp, dialog)
+    extra = tmp_path / "formats.yaml"
+    extra.write_text("bad:\n  prompt: 'no placeholder'\n")
+    with pytest.raises(ConfigError, match="must contain"):
+        get_chat_format("bad", extra)

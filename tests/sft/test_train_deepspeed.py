@@ -88,14 +88,15 @@ def test_a_step_is_token_weighted_whatever_the_split(split_runs, inputs):
     # Reference without packing: each conversation alone, summed, divided by the step's labelled tokens.
     model = LlamaForCausalLM.from_pretrained(inputs["model_dir"], dtype=torch.float32)
     nll, n = torch.zeros((), dtype=torch.float64), 0
-    for r in step_blocks(0, len(rows), 4, seed=0):
-        for i in rows[int(r)]:
-            ids = torch.as_tensor(examples[i].input_ids)[None]
-            labels = torch.as_tensor(examples[i].labels)[None]
-            lg = model(input_ids=ids).logits[:, :-1]
-            nll += torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), labels[:, 1:].reshape(-1),
-                                                     ignore_index=-100, reduction="sum").double()
-            n += int((labels[:, 1:] != -100).sum())
+    with torch.no_grad():
+        for r in step_blocks(0, len(rows), 4, seed=0):
+            for i in rows[int(r)]:
+                ids = torch.as_tensor(examples[i].input_ids)[None]
+                labels = torch.as_tensor(examples[i].labels)[None]
+                lg = model(input_ids=ids).logits[:, :-1]
+                nll += torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), labels[:, 1:].reshape(-1),
+                                                         ignore_index=-100, reduction="sum").double()
+                n += int((labels[:, 1:] != -100).sum())
     firsts = {name: run["records"][0] for name, run in split_runs.items()}
     for name, rec in firsts.items():
         assert rec["units"] == n, name
@@ -117,8 +118,10 @@ def test_export_is_a_chat_model_with_template_and_eos(split_runs, inputs, random
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     from sft.chat_format import HFTextEncoder, encode_prompt
+    from sft.templates import LLAMA2, model_chat_format
 
     final = split_runs["ranks2_accum2"]["dir"] / "final"
+    assert (final / "chat_format.json").is_file() and model_chat_format(final) == LLAMA2
     tok = AutoTokenizer.from_pretrained(str(final))
     assert GenerationConfig.from_pretrained(str(final)).eos_token_id == tok.eos_token_id == 2
     enc = HFTextEncoder(AutoTokenizer.from_pretrained(str(inputs["tokenizer_dir"])))
