@@ -9,15 +9,37 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from align.data import PrefDataConfig
+from pretrain.engine import EngineConfig
+
 ALIGN_DEFAULT_MODEL = Path("artifacts/sft/demo/final")
 """Every alignment stage starts from the SFT model (``make sft``)."""
 DATA_DIR_NAME = "data"
 """``run_dir/data/``: the encoded inputs and their manifest, written by the launcher."""
+
+
+@dataclass
+class AlignConfig(EngineConfig):
+    """The engine's settings, starting from the SFT model (every alignment stage)."""
+
+    model_dir: Path = ALIGN_DEFAULT_MODEL
+    """The SFT model the stage starts from (the policy's start and reference; the reward model's transformer)."""
+    tokenizer_dir: Path = ALIGN_DEFAULT_MODEL
+    """Its tokenizer (the SFT output directory holds it)."""
+
+
+@dataclass
+class PairStageConfig(AlignConfig):
+    """An alignment stage trained on preference pairs (``reward``, ``dpo``)."""
+
+    data: PrefDataConfig = field(default_factory=PrefDataConfig)
+    """Preference files, tiers, ``max_seq_len``."""
 
 
 def step_items(step: int, n_items: int, cfg: Any, rank: int, world_size: int) -> list[np.ndarray]:

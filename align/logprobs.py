@@ -95,13 +95,14 @@ class ReplyScores:
     """Sum of the policy's entropy (nats) at the reply positions, when asked for (no gradient)."""
 
 
-def causal_lm(model: Any) -> Any:
-    """The ``LlamaForCausalLM`` inside a DeepSpeed engine and/or a peft wrapper (adapters stay active)."""
+def unwrap(model: Any, head: str = "lm_head") -> Any:
+    """The Hugging Face model (``.model`` transformer + ``head``) inside a DeepSpeed engine and/or a
+    peft wrapper; adapters stay active. ``head="score"`` for a reward model."""
     m = getattr(model, "module", model)
     if hasattr(m, "get_base_model"):
         m = m.get_base_model()
-    if not (hasattr(m, "model") and hasattr(m, "lm_head")):
-        raise TypeError(f"not a causal LM with a transformer and an lm_head: {type(m).__name__}")
+    if not (hasattr(m, "model") and hasattr(m, head)):
+        raise TypeError(f"not a model with a transformer and a {head!r} head: {type(m).__name__}")
     return m
 
 
@@ -116,7 +117,7 @@ def score_replies(model: Any, batch: dict[str, Any], temperature: float = 1.0, e
     """
     import torch
 
-    lm = causal_lm(model)
+    lm = unwrap(model, "lm_head")
     hidden = lm.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
                       position_ids=batch.get("position_ids"), use_cache=False).last_hidden_state
     targets = batch["labels"][:, 1:]

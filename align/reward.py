@@ -55,16 +55,6 @@ def build_reward_model(model_dir: str | Path, pad_token_id: int = 0, **kwargs: A
     return model
 
 
-def _classifier(model: Any) -> Any:
-    """The ``LlamaForSequenceClassification`` inside a DeepSpeed engine and/or a peft wrapper."""
-    m = getattr(model, "module", model)
-    if hasattr(m, "get_base_model"):
-        m = m.get_base_model()
-    if not (hasattr(m, "score") and hasattr(m, "model")):
-        raise TypeError(f"not a sequence-classification model: {type(m).__name__}")
-    return m
-
-
 def last_real_index(attention_mask: Any) -> Any:
     """Index of the last position with ``attention_mask == 1`` in each row (either padding side).
 
@@ -82,7 +72,9 @@ def reward_scores(model: Any, batch: dict[str, Any]) -> Any:
     """Scalar reward ``[B]`` of each row of ``batch`` (``input_ids``, ``attention_mask``, ``position_ids``)."""
     import torch
 
-    clf = _classifier(model)
+    from align.logprobs import unwrap
+
+    clf = unwrap(model, "score")
     hidden = clf.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        position_ids=batch.get("position_ids")).last_hidden_state
     last = last_real_index(batch["attention_mask"])

@@ -16,30 +16,23 @@ switched off), then launches :class:`DpoTask` on the shared engine:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from align.common import ALIGN_DEFAULT_MODEL, step_items
-from align.data import PrefDataConfig
+from align.common import PairStageConfig, step_items
 from align.dpo import DpoLossType
-from pretrain.engine import CausalLMTask, EngineConfig
+from pretrain.engine import CausalLMTask
 
 TASK = "align.train_dpo:DpoTask"
 
 
 @dataclass
-class DpoConfig(EngineConfig):
+class DpoConfig(PairStageConfig):
     """``python -m align dpo``: the engine's settings + the preference data and the DPO loss."""
 
-    model_dir: Path = ALIGN_DEFAULT_MODEL
-    """The SFT model: the policy starts here and it is the reference."""
-    tokenizer_dir: Path = ALIGN_DEFAULT_MODEL
-    """Its tokenizer (the SFT output directory holds it)."""
     run_dir: Path = Path("artifacts/align/dpo")
     """Where ``data/``, ``checkpoints/``, ``final/`` and ``logs/`` go."""
-    data: PrefDataConfig = field(default_factory=PrefDataConfig)
-    """Preference files, tiers, ``max_seq_len``."""
     beta: float = 0.1
     """Strength of the implicit KL constraint: larger keeps the policy closer to the reference."""
     loss_type: DpoLossType = "sigmoid"

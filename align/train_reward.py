@@ -11,30 +11,23 @@ held-out accuracy next to the length baseline (``final/report.json`` and ``repor
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from align.common import ALIGN_DEFAULT_MODEL, step_items
-from align.data import PrefDataConfig
-from pretrain.engine import CausalLMTask, EngineConfig
+from align.common import PairStageConfig, step_items
+from pretrain.engine import CausalLMTask
 
 TASK = "align.train_reward:RewardTask"
 REPORT_NAME = "report.json"
 
 
 @dataclass
-class RewardConfig(EngineConfig):
+class RewardConfig(PairStageConfig):
     """``python -m align reward``: the engine's settings + the preference data."""
 
-    model_dir: Path = ALIGN_DEFAULT_MODEL
-    """The SFT model whose transformer the reward model starts from."""
-    tokenizer_dir: Path = ALIGN_DEFAULT_MODEL
-    """Its tokenizer (the SFT output directory holds it)."""
     run_dir: Path = Path("artifacts/align/reward")
     """Where ``data/``, ``checkpoints/``, ``final/`` and ``logs/`` go."""
-    data: PrefDataConfig = field(default_factory=PrefDataConfig)
-    """Preference files, tiers, ``max_seq_len``."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

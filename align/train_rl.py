@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from align.common import ALIGN_DEFAULT_MODEL, DATA_DIR_NAME, step_items
-from pretrain.engine import CausalLMTask, EngineConfig
+from align.common import DATA_DIR_NAME, AlignConfig, step_items
+from pretrain.engine import CausalLMTask
 from sft.dialog import OnDelimiter
 from zhllama import default_data_dir
 from zhllama.cli import UserError
@@ -45,16 +45,12 @@ class PromptDataConfig:
 
 
 @dataclass
-class RlConfig(EngineConfig):
+class RlConfig(AlignConfig):
     """``python -m align rl``: the engine's settings + prompts, reward, sampling and the KL penalty.
 
     ``micro_batch_size`` counts *prompts*; each brings ``samples_per_prompt`` sampled replies.
     """
 
-    model_dir: Path = ALIGN_DEFAULT_MODEL
-    """The SFT model: the policy starts here and it is the reference."""
-    tokenizer_dir: Path = ALIGN_DEFAULT_MODEL
-    """Its tokenizer (the SFT output directory holds it)."""
     run_dir: Path = Path("artifacts/align/rl")
     """Where ``data/``, ``checkpoints/``, ``final/`` and ``logs/`` go."""
     prompts: PromptDataConfig = field(default_factory=PromptDataConfig)

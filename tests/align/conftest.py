@@ -43,6 +43,24 @@ def small_encoded(tier_a_pairs, chat_encoder):
 
 
 @pytest.fixture()
+def moved_lora(tiny_llama_dir):
+    """A LoRA model on the tiny Llama whose adapters and trainable embedding/head copies all moved
+    away from the base (so "adapter disabled" and "adapter active" really differ)."""
+    import torch
+
+    from pretrain.lora import LoraSettings, apply_lora
+    from pretrain.model import load_llama
+
+    torch.manual_seed(0)
+    model = apply_lora(load_llama(tiny_llama_dir), LoraSettings(r=4))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+@pytest.fixture()
 def tiny_model(tiny_llama_dir):
     """A fresh copy of the session's tiny random Llama (eval mode, fp32)."""
     from pretrain.model import load_llama

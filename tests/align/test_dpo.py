@@ -142,21 +142,14 @@ def test_split_pair_batch_layout():
         dpo_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.zeros(1), 0.1, "ipo")
 
 
-def test_head_on_reply_positions_only_equals_the_full_logits(small_encoded, tiny_llama_dir):
+def test_head_on_reply_positions_only_equals_the_full_logits(small_encoded, tiny_llama_dir, moved_lora):
     """score_replies (LM head only where a reply token is predicted) == reply_logps of the full logits,
     for a plain model and a LoRA model, tempered, with the entropy of the same distribution."""
     from align.logprobs import score_replies
-    from pretrain.lora import LoraSettings, apply_lora
     from pretrain.model import load_llama
 
-    torch.manual_seed(0)
-    lora = apply_lora(load_llama(tiny_llama_dir), LoraSettings(r=4))
-    with torch.no_grad():
-        for p in lora.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
     batch = pair_batch(small_encoded[:3], pad_id=0)
-    for model in (load_llama(tiny_llama_dir), lora):
+    for model in (load_llama(tiny_llama_dir), moved_lora):
         with torch.no_grad():
             logits = model(**model_inputs(batch)).logits / 0.7
             got = score_replies(model, batch, temperature=0.7, entropy=True)

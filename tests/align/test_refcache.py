@@ -6,24 +6,16 @@ import torch
 
 from align.pairs import pair_batch
 from align.refcache import cache_key, live_ref_logps, load_or_compute, pair_logps
-from pretrain.lora import LoraSettings, apply_lora
-from pretrain.model import load_llama
 
 
-def test_cached_equals_adapter_disabled_and_is_keyed_by_model_and_data(tmp_path, tiny_llama_dir, small_encoded):
+def test_cached_equals_adapter_disabled_and_is_keyed_by_model_and_data(tmp_path, tiny_llama_dir, small_encoded,
+                                                                     moved_lora):
     ref, entry, hit = load_or_compute(tmp_path, tiny_llama_dir, small_encoded, pad_id=0, batch_pairs=3)
     assert not hit and (entry / "meta.json").is_file()
     again, entry2, hit2 = load_or_compute(tmp_path, tiny_llama_dir, small_encoded, pad_id=0, batch_pairs=5)
     assert hit2 and entry2 == entry and np.array_equal(again.chosen, ref.chosen)
 
-    # A LoRA policy whose adapter and trainable embedding/head copies all moved away from the base.
-    torch.manual_seed(0)
-    policy = apply_lora(load_llama(tiny_llama_dir), LoraSettings(r=4))
-    with torch.no_grad():
-        for p in policy.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
-    policy.eval()
+    policy = moved_lora  # adapter and trainable embedding/head copies moved away from the base
     batch = pair_batch(small_encoded, pad_id=0)
     with torch.no_grad():
         moved_c, _ = pair_logps(policy, batch)
