@@ -31,7 +31,8 @@ def zh_split(zh_sample_texts) -> dict[str, list[str]]:
 def zh_model_bytes(zh_split) -> bytes:
     from vocab.train import TrainConfig, sample_sentences, train_bpe
 
-    cfg = TrainConfig(vocab_size=ZH_VOCAB_SIZE, split_digits=False, min_chars_per_piece=1.0, num_threads=1)
+    cfg = TrainConfig(vocab_size=ZH_VOCAB_SIZE, split_digits=False, min_chars_per_piece=1.0, num_threads=1,
+                      word_list_words=0)
     return train_bpe(sample_sentences(zh_split["train"], cfg), cfg)
 
 
