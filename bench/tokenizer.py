@@ -187,8 +187,8 @@ def bench_throughput(base_bytes: bytes, merged_bytes: bytes, texts: dict[str, li
 
 def bench_merges(base_bytes: bytes, zh_bytes: bytes, heldout: list[str], english: list[str],
                  char_counts: collections.Counter, peer_bytes: bytes | None) -> dict:
-    from vocab.export import bpe_merges
     from vocab.assemble import classic_merge, dead_pieces, non_chinese_changes, tokens_per_char
+    from vocab.export import bpe_merges
     from vocab.merge import MergeConfig, merge
     from vocab.proto import parse_model
 

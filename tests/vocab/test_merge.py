@@ -20,9 +20,6 @@ from vocab.candidates import FULL_WIDTH_FORMS, candidate_pieces
 from vocab.merge import MergeConfig
 from vocab.proto import BYTE, NORMAL, SPIECE_UNDERLINE, is_chinese_char
 
-
-
-
 HYPOTHESIS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 
 NON_CHINESE_SAMPLES = [
