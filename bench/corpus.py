@@ -5,8 +5,9 @@ worker (the baseline: cleaning in the main process) and with all cores, and prin
 Peak memory is the largest summed RSS of the build process tree, sampled every 20 ms.
 
     .venv/bin/python bench/corpus.py [--data_dir ../shared/data] [--repeats 1]
+    .venv/bin/python bench/corpus.py --conversions   # what t2s/tw2s/tw2sp/hk2s/hk2sp do to the Traditional sources
 
-Writes artifacts/bench/corpus.json.
+Writes artifacts/bench/corpus.json (or corpus_conversions.json).
 """
 from __future__ import annotations
 
@@ -103,12 +104,39 @@ def measure(data_dir: str, num_workers: int) -> dict:
     }
 
 
+def conversions(data_dir: str, out: str) -> int:
+    """Apply each Simplified-target OpenCC conversion to every Traditional source of build.yaml."""
+    from corpora.build import read_file, resolve_source_files
+    from corpora.readers import RawDoc
+    from corpora.scripts import TO_SIMPLIFIED, conversion_stats
+
+    cfg = load_config(BuildConfig, REPO / "configs" / "corpora" / "build.yaml", {"data_dir": data_dir})
+    result = {}
+    for src in cfg.sources:
+        if src.script != "traditional":
+            continue
+        texts = [item.text for f in resolve_source_files(src, Path(data_dir))
+                 for item in read_file(src, f, cfg.max_line_bytes) if isinstance(item, RawDoc)]
+        stats = conversion_stats(texts, TO_SIMPLIFIED)
+        result[src.name] = {"domain": src.domain, **stats}
+        print(f"{src.name} ({src.domain}, {stats['none']['chars']:,} chars): " + "; ".join(
+            f"{c} {v['changed_share']:.1%} changed, 著 {v['zhuo_particle']}, TW terms {v['taiwan_terms']}, "
+            f"Trad-only left {v['traditional_only_chars']}" for c, v in stats.items()))
+    atomic_write_json(out, {"benchmark": "corpus_conversions", "data_dir": data_dir, "sources": result,
+                            "versions": versions()})
+    print(f"wrote {out}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data_dir", default=str(default_data_dir()))
     ap.add_argument("--repeats", type=int, default=1, help="runs per setting; the fastest is kept")
     ap.add_argument("--out", default=str(REPO / "artifacts" / "bench" / "corpus.json"))
+    ap.add_argument("--conversions", action="store_true", help="measure OpenCC conversions instead of speed")
     args = ap.parse_args()
+    if args.conversions:
+        return conversions(args.data_dir, str(Path(args.out).with_name("corpus_conversions.json")))
     cores = os.cpu_count() or 1
     settings = list(dict.fromkeys([1, cores]))
     runs: dict[int, list[dict]] = {w: [] for w in settings}

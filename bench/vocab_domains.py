@@ -35,8 +35,9 @@ def load_split(data_dir: Path, heldout_fraction: float = 0.05, dev_fraction: flo
     """{"train"|"dev"|"test": [Doc]} from the raw shared data."""
     from corpora.build import heldout_split
     from corpora.dedup import text_digest
+    from corpora.scripts import detect_script as script_of
     from vocab.dev_split import is_dev
-    from vocab.domains import Doc, script_of
+    from vocab.domains import Doc
     from vocab.report import load_texts
 
     files = [("wiki", f) for g in WIKI_GLOBS for f in sorted(data_dir.glob(g))]

@@ -1,10 +1,10 @@
-"""Cleaning: wikitext to text, Unicode normalisation, markup and control removal, OpenCC, filters.
+"""Cleaning: Unicode normalisation, markup and control removal, script conversion, filters (wikitext: wikitext.py).
 
 Each step is optional (see :class:`CleanConfig`) and each is a pure ``str -> str`` function, so
 they compose and test alone::
 
     >>> cfg = CleanConfig()
-    >>> clean_text("萬民福音部（）是羅馬教廷的機構。\\x07<ref>x</ref>\\n\\n\\n\\n第二段", cfg)
+    >>> clean_text("萬民福音部（）是羅馬教廷的機構。\\x07<ref>x</ref>\\n\\n\\n\\n第二段", cfg, convert="t2s")
     '万民福音部是罗马教廷的机构。\\n\\n第二段'
     >>> filter_reason("太短", cfg)
     'too_short'
@@ -14,12 +14,13 @@ Chinese punctuation ``，`` into ASCII ``,`` and the Llama tokenizer does no nor
 """
 from __future__ import annotations
 
-import functools
 import html
 import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Literal
+
+from corpora.scripts import MW_SIMPLIFIED, MW_TRADITIONAL, convert_text
 
 #: CJK Unified Ideographs (+ extension A, compatibility ideographs, extensions B-F).
 HAN_RE = re.compile("[\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\U00020000-\U0002ebef]")
@@ -39,9 +40,14 @@ _WIKI_RE = re.compile(r"\[\[|\]\]|\{\{|\}\}|'''+")
 # Brackets left empty (or holding only a label and punctuation) once WikiExtractor dropped a
 # foreign-language template, e.g. "萬民福音部（）是..." or "（学名：''）" in raw zhwiki extractions.
 _EMPTY_BRACKETS_RE = re.compile(r"[（(](?:[^（）()\n:：]{1,8}[:：])?[\s，,；;、:：'\"“”‘’]*[)）]|\[\s*\]")
+# wikiextractor's stand-ins for <math>/<code> in already-extracted text (the content is gone):
+# dropped, never kept as words ("碳-12(formula_1)" -> "碳-12").
+_PLACEHOLDER_RE = re.compile(r"\b(?:formula|codice)_\d+\b")
 # MediaWiki language-conversion markup: -{庄}- , -{zh-hans:白罗; zh-hant:白羅;}- , -{H|...}- (a rule only).
 _LANGCONV_RE = re.compile(r"-\{(.*?)\}-", re.DOTALL)
 _LANGCONV_VARIANT_RE = re.compile(r"(zh(?:-[a-z]+)?)\s*:\s*([^;]*)")
+_LANGCONV_FLAGS_RE = re.compile(r"\s*[A-Za-z\-]{1,4}\s*")
+_LANGCONV_VARIANT_LIST_RE = re.compile(r"\s*zh(?:-[a-z]+)?(?:\s*;\s*zh(?:-[a-z]+)?)*\s*;?\s*")
 _LANGCONV_PREFERENCE = ("zh-hans", "zh-cn", "zh-sg", "zh-my", "zh", "zh-hant", "zh-tw", "zh-hk", "zh-mo")
 _SPACES_RE = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f]+")
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
@@ -53,7 +59,9 @@ class CleanConfig:
 
     Example (YAML)::
 
-        clean: {t2s: true, min_chars: 20, min_han_fraction: 0.3}
+        clean: {min_chars: 20, min_han_fraction: 0.3}
+
+    Script conversion is per source (``SourceConfig.convert``), not here.
     """
 
     unicode_form: Literal["NFC", "NFKC", "none"] = "NFC"
@@ -64,10 +72,6 @@ class CleanConfig:
     """Drop stray markup: <ref>..</ref>, HTML tags and comments, entities, wiki brackets, empty （）."""
     tidy_whitespace: bool = True
     """Collapse runs of spaces, strip line ends, keep at most one blank line between paragraphs."""
-    t2s: bool = True
-    """Convert Traditional to Simplified Chinese with OpenCC."""
-    opencc_config: str = "t2s"
-    """OpenCC conversion config (``t2s``, ``tw2s``, ``hk2s``...)."""
     min_chars: int = 20
     """Reject documents shorter than this many characters after cleaning (``too_short``)."""
     min_han_fraction: float = 0.3
@@ -105,9 +109,14 @@ def remove_control(text: str) -> str:
 def _langconv(match: re.Match) -> str:
     body = match.group(1)
     flags, bar, rest = body.partition("|")
-    if bar and len(flags) <= 3 and flags.isalpha():  # -{H|...}- / -{A|...}- / -{R|...}-
-        if "H" in flags.upper() or "-" in flags:
-            return ""  # a conversion rule for the page, not text
+    if bar and _LANGCONV_VARIANT_LIST_RE.fullmatch(flags):  # -{zh-hans;zh-hant|text}-: text as written
+        return rest
+    if bar and _LANGCONV_FLAGS_RE.fullmatch(flags):  # -{H|...}- / -{A|...}- / -{R|...}- / -{T|...}- ...
+        f = flags.strip().upper()
+        if "R" in f:
+            return rest  # raw: no conversion
+        if "A" not in f and any(c in f for c in "HTD-"):
+            return ""  # a rule for the page, its title or a description: not text
         body = rest
     variants = dict(_LANGCONV_VARIANT_RE.findall(body))
     if not variants:
@@ -123,13 +132,15 @@ def resolve_language_conversion(text: str) -> str:
 
     >>> resolve_language_conversion("街-{庄}-与-{zh-hans:赫丘勒·白罗; zh-hant:赫丘勒·白羅;}-，-{H|zh-cn:软件;zh-tw:軟體;}-")
     '街庄与赫丘勒·白罗，'
+    >>> resolve_language_conversion("-{zh-hans;zh-hant|Paul Dirac}-与-{R|zh-tw:x}-")
+    'Paul Dirac与zh-tw:x'
     """
     return _LANGCONV_RE.sub(_langconv, text) if "-{" in text else text
 
 
 def strip_markup(text: str) -> str:
     """Remove markup that survived extraction: refs, tags, comments, entities, ``[[ ]]``, ``{{ }}``, ``'''``,
-    ``-{ }-`` language conversion, brackets emptied by dropped templates.
+    ``-{ }-`` language conversion, ``formula_N``/``codice_N`` placeholders, brackets emptied by dropped templates.
 
     >>> strip_markup("数学&amp;<b>逻辑</b>[[哲学]]<ref name=a>引用</ref>（）-{庄}-（学名：''）。")
     '数学&逻辑哲学庄。'
@@ -141,6 +152,8 @@ def strip_markup(text: str) -> str:
     if "&" in text:
         text = html.unescape(text)
     text = _WIKI_RE.sub("", text)
+    if "_" in text:
+        text = _PLACEHOLDER_RE.sub("", text)
     return _EMPTY_BRACKETS_RE.sub("", text)
 
 
@@ -154,32 +167,25 @@ def tidy_whitespace(text: str) -> str:
     return _MANY_NEWLINES_RE.sub("\n\n", "\n".join(lines)).strip("\n")
 
 
-@functools.lru_cache(maxsize=4)
-def opencc_converter(config: str = "t2s"):
-    """A cached ``opencc.OpenCC(config)`` (building one reads dictionaries: do it once per process)."""
-    import opencc
+def clean_text(text: str, cfg: CleanConfig, convert: str = "none") -> str:
+    """Apply the configured steps in order: normalise, control, markup, ``convert``, whitespace.
 
-    return opencc.OpenCC(config)
+    A MediaWiki variant (``zh-cn``...) converts *before* markup removal: it applies the page's
+    ``-{...}-`` conversion rules, which markup removal would otherwise drop.
 
-
-def to_simplified(text: str, config: str = "t2s") -> str:
-    """Traditional -> Simplified Chinese with OpenCC.
-
-    >>> to_simplified("羅馬教廷")
-    '罗马教廷'
+    >>> clean_text("-{H|zh-hans:泡利;zh-hant:包立;}-包立<ref>x</ref>是物理學家", CleanConfig(), "zh-cn")
+    '泡利是物理学家'
     """
-    return opencc_converter(config).convert(text)
-
-
-def clean_text(text: str, cfg: CleanConfig) -> str:
-    """Apply the configured steps in order: normalise, control, markup, OpenCC, whitespace."""
     text = normalize_unicode(text, cfg.unicode_form)
     if cfg.remove_control:
         text = remove_control(text)
+    mediawiki = convert in MW_SIMPLIFIED or convert in MW_TRADITIONAL
+    if mediawiki:
+        text = convert_text(text, convert)
     if cfg.strip_markup:
         text = strip_markup(text)
-    if cfg.t2s:
-        text = to_simplified(text, cfg.opencc_config)
+    if not mediawiki:
+        text = convert_text(text, convert)
     if cfg.tidy_whitespace:
         text = tidy_whitespace(text)
     return text
@@ -212,31 +218,3 @@ def filter_reason(text: str, cfg: CleanConfig) -> str | None:
     if len(text) > cfg.max_line_chars and max(len(line) for line in text.split("\n")) > cfg.max_line_chars:
         return "long_line"
     return None
-
-
-def wikitext_to_text(wikitext: str, title: str = "") -> str:
-    """MediaWiki markup -> plain text with ``wikiextractor`` (templates dropped, links -> labels).
-
-    The title becomes the first line, then a blank line, as in WikiExtractor's own JSON output;
-    section headings stay as their own lines.
-
-    >>> wikitext_to_text("'''数学'''是[[科学|一门学科]]。{{Citation needed}}\\n\\n== 历史 ==\\n很久。", "数学")
-    '数学\\n\\n数学是一门学科。\\n\\n历史\\n很久。'
-    """
-    from wikiextractor.extract import Extractor
-
-    # An empty template table: every {{template}} expands to nothing, which is what we want for
-    # infoboxes and citation templates (expanding them needs the whole dump's Template pages).
-    extractor = Extractor(0, "", "", title, [], templates={})
-    paragraphs = extractor.clean_text(wikitext, mark_headers=True, expand_templates=True, html_safe=False)
-    blocks: list[str] = []
-    heading = ""  # a heading is kept only when a paragraph follows it, on the line above it
-    for para in paragraphs:
-        para = para.strip()
-        if para.startswith("## "):
-            heading = para[3:].strip().rstrip(".")  # wikiextractor appends "." to headings
-        elif para:
-            blocks.append(f"{heading}\n{para}" if heading else para)
-            heading = ""
-    body = "\n\n".join(blocks)
-    return f"{title}\n\n{body}" if title else body

@@ -10,11 +10,14 @@ characters of the unit, so for every file ``chars read = chars of docs + chars o
 
 Fatal vs counted (the policy, see :class:`~zhllama.cli.UserError`):
 
-- fatal (raise ``UserError`` naming the file): a missing path, a binary file (NUL bytes in the
-  first 8 KiB), a file whose *first* record is not of the declared format (a whole file of the
-  wrong format), a corrupt or truncated XML/bz2 dump, a SQuAD file that is not SQuAD JSON;
+- fatal (raise ``UserError`` naming the file): a missing path, a binary file (an archive, an
+  image..., or a NUL byte on any line), Chinese text in GB18030/GBK on any line of a UTF-8 source,
+  a file whose *first* record is not of the declared format (a whole file of the wrong format), a
+  corrupt or truncated XML/bz2 dump, a SQuAD file that is not SQuAD JSON;
 - counted (a :class:`Rejection` naming ``file:line``): one bad line inside an otherwise good file
   (invalid UTF-8, truncated JSON, a missing text field, a line longer than ``max_line_bytes``).
+- read as they are (:mod:`corpora.inputs`): gzip, bzip2, xz and zstd files of any format, UTF-16/32
+  text, and any encoding a source declares (``encoding: gb18030``).
 - an empty file yields nothing; the build records a warning naming it. Blank lines hold no
   document and are skipped (in ``text`` format they separate paragraphs).
 
@@ -25,15 +28,14 @@ Example::
 """
 from __future__ import annotations
 
-import bz2
 import codecs
 import json
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Union
 
+from corpora.inputs import gb18030_error, looks_like_gb18030, open_input
 from zhllama.cli import UserError
 
 #: Lines longer than this many bytes are skipped (streamed past in chunks) and counted as
@@ -81,34 +83,39 @@ Item = Union[RawDoc, Rejection]
 
 
 def check_not_binary(path: Path) -> None:
-    """Raise ``UserError`` if ``path`` looks binary (a NUL byte in its first 8 KiB).
-
-    Text corpora (UTF-8 JSON, text, XML) never contain NUL; a NUL means the wrong file was given.
-    A ``.bz2`` file is checked after decompression by the XML reader instead.
-    """
-    with open(path, "rb") as f:
-        head = f.read(_SNIFF_BYTES)
+    """Raise ``UserError`` if ``path`` is an archive or another binary (see :func:`corpora.inputs.open_input`)
+    or has a NUL byte in its first 8 KiB after decompression."""
+    stream, _ = open_input(path)
+    with stream:
+        head = stream.read(_SNIFF_BYTES)
     pos = head.find(b"\0")
     if pos >= 0:
-        raise UserError(f"{path}: looks like a binary file (NUL byte at offset {pos}), not a text corpus")
+        raise UserError(f"{path}: binary data (NUL byte at offset {pos}), not a text corpus")
 
 
-def _decoded_len(data: bytes) -> int:
-    return len(data.decode("utf-8", errors="replace"))
+def _decoded_len(data: bytes, encoding: str = "utf-8") -> int:
+    return len(data.decode(encoding, errors="replace"))
 
 
-def iter_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[tuple[int, str | None, Rejection | None]]:
+def iter_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+               encoding: str = "utf-8") -> Iterator[tuple[int, str | None, Rejection | None]]:
     """Yield ``(line_number, text, None)`` per line (newline stripped), or ``(n, None, Rejection)``.
 
-    A line with invalid UTF-8 or longer than ``max_line_bytes`` becomes a rejection; the long
-    line is read in 1 MiB chunks and never held whole (its characters are still counted).
+    The file is opened by :func:`corpora.inputs.open_input` (decompressed, UTF-16 re-encoded). A
+    line that does not decode (``invalid_utf8`` / ``invalid_encoding``) or is longer than
+    ``max_line_bytes`` becomes a rejection; the long line is read in 1 MiB chunks and never held
+    whole (its characters are still counted). A NUL byte or a GB18030 line in a UTF-8 source stops
+    with a ``UserError`` naming ``file:line``, on the first line as on the millionth.
 
-    >>> list(iter_lines(Path("a.txt")))  # doctest: +SKIP
+    >>> list(iter_lines(Path("a.txt.gz")))  # doctest: +SKIP
     [(1, 'first', None), (2, 'second', None)]
     """
-    check_not_binary(path)
     name = path.name
-    with open(path, "rb") as f:
+    stream, what = open_input(path)
+    if what and "utf-" in what:
+        encoding = "utf-8"  # re-encoded from its BOM / NUL pattern: a declared encoding does not apply
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    with stream as f:
         lineno = 0
         while True:
             raw = f.readline(max_line_bytes + 1)
@@ -117,7 +124,7 @@ def iter_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iter
             lineno += 1
             if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
                 # Stream past the rest of the line, counting its characters incrementally.
-                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
                 chars = len(decoder.decode(raw))
                 total_bytes = len(raw)
                 while True:
@@ -138,24 +145,33 @@ def iter_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iter
             raw = raw.rstrip(b"\r\n")
             if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8):]  # a BOM is encoding metadata, not text
+            nul = raw.find(b"\0")
+            if nul >= 0:  # same treatment on every line: a text corpus never holds NUL
+                after = f" ({what})" if what else ""
+                raise UserError(f"{path}:{lineno}: binary data (NUL byte at byte {nul} of the line), "
+                                f"not a text corpus{after}")
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode(encoding)
             except UnicodeDecodeError as e:
+                if utf8 and looks_like_gb18030(raw):
+                    raise gb18030_error(f"{path}:{lineno}") from None
+                reason = "invalid_utf8" if utf8 else "invalid_encoding"
                 yield lineno, None, Rejection(
-                    f"{name}:{lineno}", "invalid_utf8", _decoded_len(raw), f"byte {e.start}: {e.reason}"
+                    f"{name}:{lineno}", reason, _decoded_len(raw, encoding), f"byte {e.start}: {e.reason}"
                 )
                 continue
             yield lineno, line, None
 
 
-def _json_lines(path: Path, max_line_bytes: int, what: str) -> Iterator[tuple[str, dict | None, Item | None]]:
+def _json_lines(path: Path, max_line_bytes: int, what: str,
+                encoding: str = "utf-8") -> Iterator[tuple[str, dict | None, Item | None]]:
     """Yield ``(doc_id, obj, None)`` per JSON-object line or ``(doc_id, None, Rejection)``.
 
     The first non-blank line must be a JSON object, else the whole file is of the wrong format
     (fatal); later bad lines are rejections.
     """
     seen_good = False
-    for lineno, line, rej in iter_lines(path, max_line_bytes):
+    for lineno, line, rej in iter_lines(path, max_line_bytes, encoding):
         doc_id = f"{path.name}:{lineno}"
         if rej is not None:
             yield doc_id, None, rej
@@ -180,7 +196,7 @@ def _json_lines(path: Path, max_line_bytes: int, what: str) -> Iterator[tuple[st
 
 def read_jsonl(
     path: Path, text_field: str = "text", id_field: str | None = "id",
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, encoding: str = "utf-8",
 ) -> Iterator[Item]:
     """JSON lines with the text in ``text_field`` (WikiExtractor ``--json`` output is this with "text").
 
@@ -189,7 +205,7 @@ def read_jsonl(
 
     >>> # a line {"id": "13", "text": "数学..."}  ->  RawDoc("wiki_00.jsonl#13", "数学...")
     """
-    for doc_id, obj, rej in _json_lines(path, max_line_bytes, "JSON lines"):
+    for doc_id, obj, rej in _json_lines(path, max_line_bytes, "JSON lines", encoding):
         if rej is not None:
             yield rej
             continue
@@ -202,11 +218,6 @@ def read_jsonl(
         if id_field and obj.get(id_field) is not None:
             doc_id = f"{path.name}#{obj[id_field]}"
         yield RawDoc(doc_id, text)
-
-
-def read_wikiextractor(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[Item]:
-    """WikiExtractor ``--json`` output: ``{"id","url","title","text"}`` per line (first text line = title)."""
-    return read_jsonl(path, text_field="text", id_field="id", max_line_bytes=max_line_bytes)
 
 
 def baike_text(obj: dict) -> str | None:
@@ -241,9 +252,9 @@ def baike_text(obj: dict) -> str | None:
     return "\n\n".join(parts) if body else None
 
 
-def read_baike(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[Item]:
+def read_baike(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, encoding: str = "utf-8") -> Iterator[Item]:
     """Baidu Baike style JSON lines: ``title``, ``summary``, ``sections: [{title, content}]``."""
-    for doc_id, obj, rej in _json_lines(path, max_line_bytes, "Baike JSON lines"):
+    for doc_id, obj, rej in _json_lines(path, max_line_bytes, "Baike JSON lines", encoding):
         if rej is not None:
             yield rej
             continue
@@ -256,7 +267,7 @@ def read_baike(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iter
         yield RawDoc(doc_id, text)
 
 
-def read_squad(path: Path) -> Iterator[Item]:
+def read_squad(path: Path, encoding: str = "utf-8") -> Iterator[Item]:
     """SQuAD-style JSON (CMRC2018, DRCD): one document per ``data[].paragraphs[].context``.
 
     The file is one JSON value and is loaded whole (SQuAD files are a few MB). Repeated
@@ -264,14 +275,23 @@ def read_squad(path: Path) -> Iterator[Item]:
 
     >>> # {"data": [{"paragraphs": [{"id": "P1", "context": "..."}]}]} -> RawDoc("dev.json#P1", "...")
     """
-    check_not_binary(path)
-    raw = path.read_bytes()
+    stream, what = open_input(path)
+    with stream:
+        raw = stream.read()
     if not raw.strip():
         return
+    if b"\0" in raw:
+        line = raw[: raw.index(b"\0")].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: binary data (NUL byte), not a text corpus")
+    encoding = "utf-8-sig" if (what and "utf-" in what) or codecs.lookup(encoding).name == "utf-8" else encoding
     try:
-        obj = json.loads(raw.decode("utf-8-sig"))
+        obj = json.loads(raw.decode(encoding))
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 (byte {e.start}): not a SQuAD JSON file") from None
+        line_no = raw[: e.start].count(b"\n") + 1
+        bad_line = raw.split(b"\n")[line_no - 1]
+        if encoding == "utf-8-sig" and looks_like_gb18030(bad_line):
+            raise gb18030_error(f"{path}:{line_no}") from None
+        raise UserError(f"{path}:{line_no}: not {encoding} (byte {e.start}): not a SQuAD JSON file") from None
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: not a SQuAD JSON file ({e.msg}, column {e.colno})") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
@@ -295,6 +315,7 @@ def read_squad(path: Path) -> Iterator[Item]:
 
 def read_plain_text(
     path: Path, unit: Literal["paragraph", "line"] = "paragraph", max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    encoding: str = "utf-8",
 ) -> Iterator[Item]:
     """Plain UTF-8 text: a document per blank-line-separated paragraph, or per line.
 
@@ -307,7 +328,7 @@ def read_plain_text(
         raise ValueError(f"unit must be 'paragraph' or 'line', got {unit!r}")
     block: list[str] = []
     start = 0
-    for lineno, line, rej in iter_lines(path, max_line_bytes):
+    for lineno, line, rej in iter_lines(path, max_line_bytes, encoding):
         if rej is not None:
             yield rej
             continue
@@ -325,68 +346,3 @@ def read_plain_text(
             block = []
     if block:
         yield RawDoc(f"{path.name}:{start}", "\n".join(block))
-
-
-def _local(tag: str) -> str:
-    """``{http://www.mediawiki.org/xml/export-0.10/}page`` -> ``page`` (any export schema version)."""
-    return tag.rsplit("}", 1)[-1]
-
-
-def read_wiki_xml(path: Path, namespaces: tuple[int, ...] = (0,)) -> Iterator[Item]:
-    """A MediaWiki XML export, plain or ``.bz2`` (multistream dumps included), page by page.
-
-    Yields a ``RawDoc(markup="wikitext")`` per article page (the cleaner turns wikitext into text
-    with ``wikiextractor``); redirects and pages outside ``namespaces`` are rejections
-    (``redirect``, ``non_article_namespace``) carrying their wikitext length. Memory stays
-    constant: each ``<page>`` element is cleared once handled.
-
-    >>> # zhwiki-20240101-pages-articles-multistream.xml.bz2 -> RawDoc("...#13", "'''数学'''...", "wikitext")
-    """
-    opener = bz2.open if path.suffix == ".bz2" else open
-    if path.suffix != ".bz2":
-        check_not_binary(path)
-    name = path.name
-    try:
-        with opener(path, "rb") as f:
-            context = ET.iterparse(f, events=("start", "end"))
-            root = None
-            for event, elem in context:
-                if root is None:
-                    root = elem
-                    if _local(elem.tag) != "mediawiki":
-                        raise UserError(f"{path}: not a MediaWiki XML export (root element <{_local(elem.tag)}>)")
-                    continue
-                if event != "end" or _local(elem.tag) != "page":
-                    continue
-                yield _page_item(name, elem, namespaces)
-                root.clear()  # drop handled pages: constant memory on a 20 GB dump
-    except ET.ParseError as e:
-        line, col = e.position
-        raise UserError(f"{path}:{line}: malformed MediaWiki XML (column {col}): {e}") from None
-    except (OSError, EOFError) as e:  # bz2: "Invalid data stream", "Compressed file ended..."
-        raise UserError(f"{path}: cannot read compressed dump: {e}") from None
-
-
-def _page_item(name: str, page: ET.Element, namespaces: tuple[int, ...]) -> Item:
-    fields: dict[str, str] = {}
-    redirect = False
-    text = ""
-    for child in page.iter():
-        tag = _local(child.tag)
-        if tag in ("title", "ns", "id") and tag not in fields:  # the first <id> is the page id
-            fields[tag] = (child.text or "").strip()
-        elif tag == "redirect":
-            redirect = True
-        elif tag == "text":
-            text = child.text or ""
-    title = fields.get("title", "")
-    doc_id = f"{name}#{fields.get('id') or title}"
-    try:
-        ns = int(fields.get("ns", "0"))
-    except ValueError:
-        ns = -1
-    if ns not in namespaces:
-        return Rejection(doc_id, "non_article_namespace", len(text), f"ns={ns} {title}")
-    if redirect or text.lstrip()[:9].upper() == "#REDIRECT" or text.lstrip().startswith("#重定向"):
-        return Rejection(doc_id, "redirect", len(text), title)
-    return RawDoc(doc_id, text, markup="wikitext", title=title)

@@ -7,7 +7,9 @@ Layout written by ``python -m corpora build``::
       heldout/heldout.jsonl           # evaluation reads this (a stable hash-chosen share)
       manifest.json  meta.json
 
-Other stages read it with :func:`iter_corpus_texts`::
+Other stages read it with :func:`iter_corpus_texts` / :func:`iter_corpus_records`, and any JSON-lines
+file of ``{"text": ...}`` records (corpus shards, evaluation files) with :func:`iter_jsonl_texts`:
+the project's one strict JSONL reader (every bad line is a ``UserError`` naming ``file:line``)::
 
     >>> from corpora.shards import iter_corpus_texts              # doctest: +SKIP
     >>> n_chars = sum(len(t) for t in iter_corpus_texts("artifacts/corpus", split="train"))  # doctest: +SKIP
@@ -15,10 +17,11 @@ Other stages read it with :func:`iter_corpus_texts`::
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
+from corpora.readers import DEFAULT_MAX_LINE_BYTES, iter_lines
 from zhllama.cli import UserError
 
 SPLITS = ("train", "heldout")
@@ -65,18 +68,78 @@ def split_files(corpus_dir: str | Path, split: Literal["train", "heldout"] = "tr
     return files
 
 
+def parse_jsonl_record(line: str, where: str, text_field: str = "text", hint: str = "") -> dict | None:
+    """One JSON line -> the record (None for a blank line); a ``UserError`` naming ``where`` unless it is
+    a JSON object with a string ``text_field``. The one wording every stage reports.
+
+    >>> parse_jsonl_record('{"text": "你好", "id": 1}', "a.jsonl:1")
+    {'text': '你好', 'id': 1}
+    >>> parse_jsonl_record('{"body": "你好"}', "a.jsonl:3")
+    Traceback (most recent call last):
+    ...
+    zhllama.cli.UserError: a.jsonl:3: expected a JSON object with a string 'text' field, got no 'text' key (keys: body)
+    """
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where}: not valid JSON ({e.msg}, column {e.colno})") from None
+    text = record.get(text_field) if isinstance(record, dict) else None
+    if not isinstance(text, str):
+        if not isinstance(record, dict):
+            got = f"a JSON {type(record).__name__}"
+        elif text_field not in record:
+            got = f"no {text_field!r} key (keys: {', '.join(sorted(record)) or 'none'})"
+        else:
+            got = f"{text_field!r} of type {type(text).__name__}"
+        raise UserError(f"{where}: expected a JSON object with a string {text_field!r} field, got {got}"
+                        + (f" ({hint})" if hint else ""))
+    return record
+
+
+def iter_jsonl_records(paths: Iterable[str | Path], text_field: str = "text", hint: str = "",
+                       max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[dict]:
+    """Stream the records of JSON-lines files (blank lines skipped); strict: a bad line is a ``UserError``.
+
+    Invalid UTF-8, a binary or compressed file, a line over ``max_line_bytes``, bad JSON and a record
+    without a string ``text_field`` all stop with one line naming ``file:line``.
+
+    >>> next(iter_jsonl_records(["artifacts/corpus/heldout/heldout.jsonl"]))["domain"]  # doctest: +SKIP
+    'encyclopedia'
+    """
+    for path in paths:
+        for lineno, line, rej in iter_lines(Path(path), max_line_bytes):
+            where = f"{path}:{lineno}"
+            if rej is not None:
+                what = "not valid UTF-8" if rej.reason == "invalid_utf8" else "line too long"
+                raise UserError(f"{where}: {what} ({rej.detail})")
+            assert line is not None
+            record = parse_jsonl_record(line, where, text_field, hint)
+            if record is not None:
+                yield record
+
+
+def iter_jsonl_texts(paths: Iterable[str | Path], text_field: str = "text", max_chars: int = 0,
+                     hint: str = "") -> Iterator[str]:
+    """The ``text_field`` of every record of ``paths`` (see :func:`iter_jsonl_records`), streaming;
+    stops once ``max_chars`` characters were yielded (0 = no limit).
+
+    >>> sum(len(t) for t in iter_jsonl_texts(["a.jsonl"], max_chars=1000)) >= 1000  # doctest: +SKIP
+    True
+    """
+    total = 0
+    for record in iter_jsonl_records(paths, text_field, hint):
+        text = record[text_field]
+        yield text
+        total += len(text)
+        if max_chars and total >= max_chars:
+            return
+
+
 def iter_corpus_records(corpus_dir: str | Path, split: Literal["train", "heldout"] = "train") -> Iterator[dict]:
-    """Yield the ``{"id", "source", "text"}`` records of a split, streaming, in shard order."""
-    for path in split_files(corpus_dir, split):
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{lineno}: corrupt corpus record ({e.msg})") from None
-                yield rec
+    """Yield the ``{"id", "source", "domain", "script", "text"}`` records of a split, streaming, in shard order."""
+    yield from iter_jsonl_records(split_files(corpus_dir, split))
 
 
 def iter_corpus_texts(corpus_dir: str | Path, split: Literal["train", "heldout"] = "train") -> Iterator[str]:

@@ -21,7 +21,6 @@ Pure parts: :func:`parse_txt`, :func:`parse_jsonl`, :func:`summarize`, :func:`ev
 from __future__ import annotations
 
 import io
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -29,8 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from corpora.shards import iter_jsonl_texts, parse_jsonl_record
 from pretrain.scoring import LN2, DocScore, score_documents
 from zhllama.cli import UserError
+
+_TEXT_FIELD_HINT = "set --text_field"
 
 #: Report columns: (key, header, format) for the Markdown tables.
 _COLUMNS = (
@@ -116,20 +118,8 @@ def parse_jsonl(lines: Sequence[str], source: str, text_field: str = "text") -> 
     >>> parse_jsonl(['{"text": "你好"}', '', '{"text": ""}'], "x.jsonl")
     ['你好', '']
     """
-    docs = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{source}:{i}: not valid JSON ({e.msg})") from None
-        if not isinstance(record, dict) or text_field not in record:
-            raise UserError(f"{source}:{i}: no {text_field!r} field (set --text_field)")
-        if not isinstance(record[text_field], str):
-            raise UserError(f"{source}:{i}: field {text_field!r} is {type(record[text_field]).__name__}, not a string")
-        docs.append(record[text_field])
-    return docs
+    records = (parse_jsonl_record(line, f"{source}:{i}", text_field, _TEXT_FIELD_HINT) for i, line in enumerate(lines, 1))
+    return [r[text_field] for r in records if r is not None]
 
 
 def read_documents(path: Path, text_field: str = "text") -> list[str]:
@@ -137,6 +127,8 @@ def read_documents(path: Path, text_field: str = "text") -> list[str]:
     suffix = path.suffix.lower()
     if suffix not in (".txt", ".jsonl"):
         raise UserError(f"{path}: unsupported evaluation file type {suffix or '(none)'!r}; expected .txt or .jsonl")
+    if suffix == ".jsonl" and path.is_file():  # the project's one JSONL reader (corpora.shards)
+        return list(iter_jsonl_texts([path], text_field, hint=_TEXT_FIELD_HINT))
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -148,7 +140,7 @@ def read_documents(path: Path, text_field: str = "text") -> list[str]:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise UserError(f"{path}:{line}: not valid UTF-8 (byte offset {e.start})") from None
-    return parse_txt(text) if suffix == ".txt" else parse_jsonl(text.splitlines(), str(path), text_field)
+    return parse_txt(text)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from corpora.shards import iter_jsonl_texts
 from zhllama.cli import UserError
 
 
@@ -109,26 +110,6 @@ def corpus_files(corpus_dir: Path) -> list[Path]:
     from corpora.shards import shard_files
 
     return shard_files(corpus_dir, "train")
-
-
-def read_texts(files: Iterable[Path], max_chars: int = 0) -> Iterator[str]:
-    """The ``text`` of every JSON line of ``files``; errors name file and line."""
-    total = 0
-    for path in files:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    text = json.loads(line)["text"]
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise UserError(f"{path}:{lineno}: not a corpus record with a 'text' field ({e})") from None
-                if not isinstance(text, str):
-                    raise UserError(f"{path}:{lineno}: 'text' is not a string")
-                yield text
-                total += len(text)
-                if max_chars and total >= max_chars:
-                    return
 
 
 def token_stream(texts: Iterable[str], sp) -> list[int]:
@@ -295,7 +276,7 @@ def run(cfg: StandinConfig) -> int:
     except (OSError, RuntimeError) as e:
         raise UserError(f"{tok_path}: not a SentencePiece model: {e}") from None
     t0 = time.monotonic()
-    tokens = torch.tensor(token_stream(read_texts(files, cfg.max_corpus_chars), sp), dtype=torch.long)
+    tokens = torch.tensor(token_stream(iter_jsonl_texts(files, max_chars=cfg.max_corpus_chars), sp), dtype=torch.long)
     print(f"standin: {tokens.numel():,} tokens from {len(files)} shard(s) in {time.monotonic() - t0:.1f} s")
     model = build_model(cfg, sp.get_piece_size(), sp.bos_id(), sp.eos_id())
     n_params = sum(p.numel() for p in model.parameters())

@@ -1,18 +1,16 @@
 """Per-domain, per-script evaluation of tokenizers: the table the vocabulary target is stated in.
 
-A document is ``(domain, script, text)``. The script is the corpus stage's label when it has one,
-else :func:`script_of` decides from the characters (OpenCC: a Traditional-only character is one that
-``t2s`` changes, a Simplified-only one is one that ``s2t`` changes). :func:`domain_table` measures
+A document is ``(domain, script, text)``, the corpus stage's labels (``script``: ``simplified``,
+``traditional`` or ``mixed``; :func:`corpora.scripts.detect_script` for unlabelled text). :func:`domain_table` measures
 every tokenizer on every domain and script: tokens per character, byte-fallback share, distinct
 pieces used; :func:`target_check` states the goal (every domain and both scripts no worse than the
 peer, geometric mean over domains at most ``max_geomean_ratio`` of the peer's).
 
->>> script_of("這是繁體字"), script_of("这是简体字"), script_of("abc")
-('traditional', 'simplified', 'mixed')
+>>> sorted(group([Doc("legal", "traditional", "第一條"), Doc("legal", "simplified", "第一条")]))
+['all/simplified', 'all/traditional', 'legal', 'legal/simplified', 'legal/traditional']
 """
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -20,35 +18,6 @@ from dataclasses import dataclass
 
 SCRIPTS = ("simplified", "traditional")
 """The corpus stage's script labels; ``mixed`` (or anything else) is counted in its domain only."""
-
-
-@functools.lru_cache(maxsize=4)
-def _converter(config: str):
-    import opencc
-
-    return opencc.OpenCC(config)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _char_script(ch: str) -> str:
-    if _converter("t2s").convert(ch) != ch:
-        return "hant"
-    if _converter("s2t").convert(ch) != ch:
-        return "hans"
-    return "none"
-
-
-def script_of(text: str) -> str:
-    """``traditional`` if ``text`` has more Traditional-only than Simplified-only characters,
-    ``simplified`` if fewer, ``mixed`` if as many (e.g. none: shared characters, Latin text).
-    Used when a record carries no ``script`` label. Example: ``script_of("國") == "traditional"``."""
-    counts = {"hant": 0, "hans": 0, "none": 0}
-    for ch in set(text):
-        if ord(ch) >= 0x3400:
-            counts[_char_script(ch)] += text.count(ch)
-    if counts["hant"] == counts["hans"]:
-        return "mixed"
-    return "traditional" if counts["hant"] > counts["hans"] else "simplified"
 
 
 @dataclass(frozen=True)

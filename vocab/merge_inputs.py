@@ -8,7 +8,7 @@
 - **test**: ``heldout/heldout.jsonl``, by domain and script: only reported.
 
 A record's domain is its ``domain`` field (corpus stage), else its ``source``; its script is its
-``script`` field, else :func:`vocab.domains.script_of`.
+``script`` field, else :func:`corpora.scripts.detect_script`.
 
 Example::
 
@@ -21,7 +21,7 @@ import collections
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vocab.domains import Doc, group, script_of
+from vocab.domains import Doc, group
 from vocab.select import Evidence
 from zhllama.cli import UserError, existing_file
 
@@ -44,10 +44,12 @@ class MergeInputs:
 
 
 def doc_of(record: dict) -> Doc:
-    """The :class:`Doc` of a corpus record. ``doc_of({"text": "國", "source": "x"}) == Doc("x", "traditional", "國")``."""
+    """The :class:`Doc` of a corpus record. ``doc_of({"text": "這個軟體", "source": "x"}) == Doc("x", "traditional", "這個軟體")``."""
+    from corpora.scripts import detect_script
+
     text = record["text"]
     domain = record.get("domain") or record.get("source") or "all"
-    script = record.get("script") or script_of(text)
+    script = record.get("script") or detect_script(text)
     return Doc(str(domain), str(script), text)
 
 
@@ -105,9 +107,10 @@ def load_inputs(cfg) -> MergeInputs:
     """Read the corpus (two streaming passes over the train shards) and the report texts."""
     from tqdm import tqdm
 
+    from corpora.shards import iter_jsonl_records
     from vocab.dev_split import is_dev
     from vocab.report import load_texts
-    from vocab.train import corpus_files, iter_jsonl_records
+    from vocab.train import corpus_files
     from zhllama import REPO_ROOT
     from zhllama.artifacts import sha256_file
 

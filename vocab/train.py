@@ -16,7 +16,6 @@ Example::
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 import resource
@@ -26,6 +25,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from corpora.shards import (  # the one JSONL reader; merge, report use it here
+    iter_jsonl_records,
+)
 from vocab.jieba_tools import DEFAULT_DELIMITER, dict_training_lines, mark_word_boundaries
 from vocab.wordlists import load_words, with_variants
 from zhllama.artifacts import atomic_dir, atomic_write_bytes, atomic_write_json, sha256_file, write_meta
@@ -109,9 +111,9 @@ class TrainConfig:
             raise ValueError(f"model_type must be 'bpe' or 'unigram', got {self.model_type!r}")
         if self.word_list_words < 0 or self.word_list_weight < 0 or self.word_list_variant_weight < 0:
             raise ValueError("word_list_words, word_list_weight and word_list_variant_weight must be >= 0")
-        for k, w in self.domain_weights.items():
-            if not 0 <= w < float("inf"):
-                raise ValueError(f"domain_weights.{k}: weight must be a finite number >= 0, got {w!r}")
+        from corpora.domains import check_weights
+
+        check_weights(self.domain_weights, where="domain_weights")
         from vocab.wordlists import check_variants
 
         try:
@@ -319,55 +321,35 @@ def corpus_files(corpus_dir: str | Path) -> list[Path]:
     return shard_files(corpus_dir, "train")
 
 
-def iter_jsonl_records(paths: Iterable[str | Path], field: str = "text") -> Iterator[dict]:
-    """Stream the JSON objects of ``paths`` (each with a string ``field``); bad lines raise a
-    :class:`UserError` naming file:line."""
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-                if not isinstance(record, dict) or not isinstance(record.get(field), str):
-                    raise UserError(f"{path}:{lineno}: expected a JSON object with a string {field!r}")
-                yield record
-
-
-def iter_jsonl_texts(paths: Iterable[str | Path], field: str = "text") -> Iterator[str]:
-    """Stream the ``field`` of every JSON line of ``paths``; bad lines raise a :class:`UserError` naming file:line."""
-    for record in iter_jsonl_records(paths, field):
-        yield record[field]
-
-
 def weighted_texts(records: Iterable[dict], weights: dict[str, float], seen: set[str] | None = None) -> Iterator[str]:
-    """Each record's text ``floor(w)`` times, plus once more with probability ``w - floor(w)`` (a
-    stable hash of the text decides), ``w`` = the weight of its domain (``domain``, else ``source``;
-    1.0 if not listed). Domains met are added to ``seen``.
+    """The texts of :func:`corpora.domains.weighted_sample` (each record ``floor(w)`` times, plus once
+    more with probability ``w - floor(w)``, stable per record; ``w`` = its domain's weight, 1.0 if not
+    listed). Domains met are added to ``seen``.
 
-    >>> list(weighted_texts([{"domain": "a", "text": "甲"}, {"domain": "b", "text": "乙"}], {"a": 2, "b": 0}))
+    >>> list(weighted_texts([{"id": "1", "domain": "a", "text": "甲"}, {"id": "2", "domain": "b", "text": "乙"}],
+    ...                     {"a": 2, "b": 0}))
     ['甲', '甲']
     """
-    from vocab.dev_split import dev_bucket
+    from corpora.domains import weighted_sample
 
-    for rec in records:
-        domain = str(rec.get("domain") or rec.get("source") or "")
-        if seen is not None:
-            seen.add(domain)
-        w = weights.get(domain, 1.0)
-        n = int(w) + (dev_bucket("weight\0" + rec["text"]) < w - int(w))
-        for _ in range(n):
-            yield rec["text"]
+    def noted(recs: Iterable[dict]) -> Iterator[dict]:
+        for rec in recs:
+            if seen is not None:
+                seen.add(str(rec.get("domain", "")))
+            yield rec
+
+    for rec in weighted_sample(noted(records), weights):
+        yield rec["text"]
 
 
 def check_domain_weights(weights: dict[str, float], seen: set[str]) -> None:
-    """A :class:`UserError` naming ``domain_weights.<key>`` for a domain the corpus does not have."""
-    unknown = sorted(set(weights) - seen)
-    if unknown:
-        raise UserError(f"domain_weights.{unknown[0]}: no training record has domain {unknown[0]!r}; the corpus "
-                        f"has {', '.join(sorted(seen)) or 'no domains'}")
+    """A :class:`UserError` naming ``domain_weights.<key>`` for a bad weight or a domain the corpus lacks."""
+    from corpora.domains import check_weights
+
+    try:
+        check_weights(weights, known=seen, where="domain_weights")
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def _peak_rss_mb() -> float:

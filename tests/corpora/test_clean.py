@@ -14,9 +14,9 @@ from corpora.clean import (
     remove_control,
     strip_markup,
     tidy_whitespace,
-    to_simplified,
-    wikitext_to_text,
 )
+from corpora.scripts import convert_text
+from corpora.wikitext import wikitext_to_text
 
 
 def test_nfc_is_default_and_keeps_full_width_punctuation():
@@ -42,16 +42,17 @@ def test_tidy_whitespace_keeps_one_blank_line_between_paragraphs():
 
 
 def test_t2s_converts_traditional_and_leaves_simplified_unchanged(zh_sample_texts):
-    assert to_simplified("萬民福音部是羅馬教廷的機構") == "万民福音部是罗马教廷的机构"
+    assert convert_text("萬民福音部是羅馬教廷的機構", "t2s") == "万民福音部是罗马教廷的机构"
     simplified = zh_sample_texts[0][:2000]
-    changed = sum(a != b for a, b in zip(simplified, to_simplified(simplified), strict=True))
+    changed = sum(a != b for a, b in zip(simplified, convert_text(simplified, "t2s"), strict=True))
     assert changed <= len(simplified) // 200, "text already Simplified is (almost) untouched"
 
 
 def test_clean_text_steps_can_each_be_switched_off():
     raw = "萬民\x07<b>福音</b>  部"
-    assert clean_text(raw, CleanConfig()) == "万民福音 部"
-    off = CleanConfig(unicode_form="none", remove_control=False, strip_markup=False, tidy_whitespace=False, t2s=False)
+    assert clean_text(raw, CleanConfig(), convert="t2s") == "万民福音 部"
+    assert clean_text(raw, CleanConfig()) == "萬民福音 部", "no conversion unless the source asks for one"
+    off = CleanConfig(unicode_form="none", remove_control=False, strip_markup=False, tidy_whitespace=False)
     assert clean_text(raw, off) == raw
 
 
@@ -93,7 +94,7 @@ def test_wikitext_to_text_drops_templates_and_keeps_link_labels():
 
 def test_language_conversion_markup_and_emptied_brackets_are_resolved():
     raw = "線西-{庄}-，又译-{zh-hans:赫丘勒·白罗; zh-hant:赫丘勒·白羅;}--{H|zh-cn:软件; zh-tw:軟體;}-。白头鹰（学名：''）是鸟（1782年）。"
-    assert clean_text(raw, CleanConfig()) == "线西庄，又译赫丘勒·白罗。白头鹰是鸟（1782年）。"
+    assert clean_text(raw, CleanConfig(), "t2s") == "线西庄，又译赫丘勒·白罗。白头鹰是鸟（1782年）。"
 
 
 def test_real_wiki_text_has_no_leftover_markup(zh_sample_texts):

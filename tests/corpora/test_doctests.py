@@ -7,7 +7,9 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["corpora.readers", "corpora.clean", "corpora.dedup", "corpora.build", "corpora.shards"])
+@pytest.mark.parametrize("module", ["corpora.readers", "corpora.wiki_readers", "corpora.wikitext", "corpora.clean", "corpora.dedup", "corpora.build",
+                                    "corpora.shards",
+                                    "corpora.sources", "corpora.manifest", "corpora.domains", "corpora.scripts"])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0, f"{result.failed} docstring example(s) of {module} failed"

@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from corpora import readers
+from corpora import readers, wiki_readers
 from corpora.readers import RawDoc, Rejection
 from zhllama.cli import UserError
 
@@ -27,7 +27,7 @@ def _rejections(items):
 def test_wikiextractor_reader_reads_every_article_of_real_zhwiki(data_dir, name):
     path = data_dir / "zhwiki" / name
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    items = list(readers.read_wikiextractor(path))
+    items = list(wiki_readers.read_wikiextractor(path))
     assert not _rejections(items)
     assert [d.text for d in items] == [o["text"] for o in lines]
     assert [d.doc_id for d in items] == [f"{name}#{o['id']}" for o in lines]
@@ -51,7 +51,7 @@ def test_squad_reader_yields_every_context_of_real_files(data_dir, rel):
 
 
 def test_wiki_xml_reader_on_multistream_dump(wiki_dump):
-    items = list(readers.read_wiki_xml(wiki_dump))
+    items = list(wiki_readers.read_wiki_xml(wiki_dump))
     assert len(items) == 5, "every page of every bz2 stream is seen"
     docs = _docs(items)
     assert [d.title for d in docs] == ["数学", "哲學"]
@@ -67,7 +67,7 @@ def test_wiki_xml_reader_memory_does_not_grow_with_the_dump(tmp_path, make_wiki_
     def peak_after(n_pages: int) -> int:
         tracemalloc.start()
         try:
-            for i, _ in enumerate(readers.read_wiki_xml(dump), 1):
+            for i, _ in enumerate(wiki_readers.read_wiki_xml(dump), 1):
                 if i == n_pages:
                     break
             return tracemalloc.get_traced_memory()[1]
@@ -85,14 +85,14 @@ def test_wiki_xml_reader_truncated_dump_is_fatal(wiki_dump, tmp_path):
     data = wiki_dump.read_bytes()
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="zhwiki-truncated.xml.bz2"):
-        list(readers.read_wiki_xml(bad))
+        list(wiki_readers.read_wiki_xml(bad))
 
 
 def test_wiki_xml_reader_rejects_non_mediawiki_xml(tmp_path):
     path = tmp_path / "other.xml.bz2"
     path.write_bytes(bz2.compress(b"<rss><item>x</item></rss>"))
     with pytest.raises(UserError, match="not a MediaWiki XML export"):
-        list(readers.read_wiki_xml(path))
+        list(wiki_readers.read_wiki_xml(path))
 
 
 # --- Baike, plain text, JSONL with a configurable field ----------------------------------------
@@ -144,7 +144,7 @@ def test_bad_lines_are_counted_with_file_and_line(tmp_path):
         + b"[1, 2]\n"  # JSON, but not an object
         + b'{"id": "5", "text": "truncat'  # truncated last line (an interrupted download)
     )
-    items = list(readers.read_wikiextractor(path))
+    items = list(wiki_readers.read_wikiextractor(path))
     assert _docs(items) == [RawDoc("mixed.jsonl#1", "好的一行")]
     got = [(r.doc_id, r.reason) for r in _rejections(items)]
     assert got == [("mixed.jsonl:2", "invalid_utf8"), ("mixed.jsonl:3", "missing_field"),
@@ -160,7 +160,7 @@ def test_a_50mb_line_is_skipped_in_constant_memory_and_counted(tmp_path):
         f.write(json.dumps({"id": "1", "text": "之后的正常行"}, ensure_ascii=False).encode() + b"\n")
     tracemalloc.start()
     try:
-        items = list(readers.read_wikiextractor(path, max_line_bytes=1 << 20))
+        items = list(wiki_readers.read_wikiextractor(path, max_line_bytes=1 << 20))
         peak_bytes = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -175,7 +175,7 @@ def test_a_50mb_line_is_skipped_in_constant_memory_and_counted(tmp_path):
 def test_binary_file_is_fatal_and_named(tmp_path):
     path = tmp_path / "model.bin"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
-    for read in (readers.read_wikiextractor, readers.read_squad, readers.read_plain_text):
+    for read in (wiki_readers.read_wikiextractor, readers.read_squad, readers.read_plain_text):
         with pytest.raises(UserError, match=r"model\.bin.*binary"):
             list(read(path))
 
@@ -183,7 +183,7 @@ def test_binary_file_is_fatal_and_named(tmp_path):
 def test_wrong_format_file_is_fatal_and_named(data_dir):
     squad = data_dir / "cmrc2018" / "cmrc2018_trial.json"  # pretty-printed JSON, not JSON lines
     with pytest.raises(UserError, match=r"cmrc2018_trial\.json:1: not a JSON lines file"):
-        list(readers.read_wikiextractor(squad))
+        list(wiki_readers.read_wikiextractor(squad))
     jsonl = data_dir / "zhwiki" / "jastfkjg_wiki_00.jsonl"  # JSON lines, not one SQuAD value
     with pytest.raises(UserError, match=r"jastfkjg_wiki_00\.jsonl:\d+: not a SQuAD JSON file"):
         list(readers.read_squad(jsonl))
@@ -192,7 +192,7 @@ def test_wrong_format_file_is_fatal_and_named(data_dir):
 def test_empty_file_yields_nothing(tmp_path):
     path = tmp_path / "empty.jsonl"
     path.write_bytes(b"")
-    assert list(readers.read_wikiextractor(path)) == []
+    assert list(wiki_readers.read_wikiextractor(path)) == []
     assert list(readers.read_squad(path)) == []
     assert list(readers.read_plain_text(path)) == []
 
@@ -200,7 +200,7 @@ def test_empty_file_yields_nothing(tmp_path):
 def test_a_utf8_bom_is_not_text_and_not_a_format_error(tmp_path):
     jsonl = tmp_path / "bom.jsonl"
     jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps({"id": "1", "text": "有BOM的文件"}, ensure_ascii=False).encode() + b"\n")
-    assert list(readers.read_wikiextractor(jsonl)) == [RawDoc("bom.jsonl#1", "有BOM的文件")]
+    assert list(wiki_readers.read_wikiextractor(jsonl)) == [RawDoc("bom.jsonl#1", "有BOM的文件")]
     squad = tmp_path / "bom.json"
     squad.write_bytes(b"\xef\xbb\xbf" + json.dumps({"data": [{"paragraphs": [{"context": "段落"}]}]}).encode())
     assert [d.text for d in readers.read_squad(squad)] == ["段落"]

@@ -99,7 +99,7 @@ def test_parsers_count_documents_and_name_bad_lines():
     assert parse_jsonl(['{"text": "a", "id": 1}', "", '{"text": ""}'], "f.jsonl") == ["a", ""]
     with pytest.raises(UserError, match=r"f.jsonl:2: not valid JSON"):
         parse_jsonl(['{"text": "a"}', "{oops"], "f.jsonl")
-    with pytest.raises(UserError, match=r"f.jsonl:1: no 'body' field"):
+    with pytest.raises(UserError, match=r"f.jsonl:1: expected a JSON object with a string 'body' field, got no 'body' key .*set --text_field"):
         parse_jsonl(['{"text": "a"}'], "f.jsonl", text_field="body")
 
 

@@ -80,7 +80,8 @@ def tiny_corpus_dir(tmp_path_factory, zh_split) -> Path:
     root = tmp_path_factory.mktemp("corpus")
     for part, name in (("train", "train-00000.jsonl"), ("heldout", "heldout.jsonl")):
         (root / part).mkdir()
-        lines = [json.dumps({"id": str(i), "source": "zhwiki", "text": t}, ensure_ascii=False)
+        lines = [json.dumps({"id": str(i), "source": "zhwiki", "domain": "encyclopedia", "script": "simplified",
+                             "text": t}, ensure_ascii=False)
                  for i, t in enumerate(zh_split[part])]
         (root / part / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root

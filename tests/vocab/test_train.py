@@ -157,12 +157,13 @@ def test_traditional_forms_of_the_word_list_become_pieces(sentences, small_cfg):
 
 
 def test_domain_weights_repeat_records_stably():
-    recs = [{"domain": "legal", "text": f"法律文本{i}"} for i in range(400)] + [{"source": "chat", "text": "你好"}]
-    out = list(weighted_texts(recs, {"legal": 0.5, "chat": 3.0}))
-    assert out.count("你好") == 3  # the source names the domain when a record has no domain field
-    assert 150 < len(out) - 3 < 250  # about half of the legal records, chosen by text hash
-    assert out == list(weighted_texts(recs, {"legal": 0.5, "chat": 3.0}))  # stable
-    assert list(weighted_texts(recs, {"legal": 0.0, "chat": 0.0})) == []
+    recs = [{"id": f"l/{i}", "domain": "legal", "text": f"法律文本{i}"} for i in range(400)]
+    recs.append({"id": "d/0", "domain": "dialogue", "text": "你好"})
+    out = list(weighted_texts(recs, {"legal": 0.5, "dialogue": 3.0}))
+    assert out.count("你好") == 3
+    assert 150 < len(out) - 3 < 250  # about half of the legal records, chosen by a hash of the record id
+    assert out == list(weighted_texts(recs, {"legal": 0.5, "dialogue": 3.0}))  # stable
+    assert list(weighted_texts(recs, {"legal": 0.0, "dialogue": 0.0})) == []
 
 
 def test_bad_word_list_and_weights_name_the_key():
@@ -220,7 +221,8 @@ def _write_corpus(corpus_dir: Path, texts: list[str]) -> Path:
     (corpus_dir / "train").mkdir(parents=True)
     with open(corpus_dir / "train" / "shard-00000.jsonl", "w", encoding="utf-8") as f:
         for i, t in enumerate(texts):
-            f.write(json.dumps({"id": str(i), "source": "zhwiki", "text": t}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({"id": str(i), "source": "zhwiki", "domain": "encyclopedia", "script": "simplified",
+                                "text": t}, ensure_ascii=False) + "\n")
     return corpus_dir
 
 
@@ -272,7 +274,7 @@ def test_bad_inputs_are_clear_errors_and_leave_no_output(tmp_path, zh_sample_tex
                       vocab_size=1000)
     with pytest.raises(UserError, match="could not train vocab_size=1000"):
         run(big_cov)
-    with pytest.raises(UserError, match=r"domain_weights.legal: no training record has domain 'legal'; the corpus has zhwiki"):
+    with pytest.raises(UserError, match=r"domain_weights.legal: unknown domain 'legal'; the corpus has encyclopedia"):
         run(replace(cfg, corpus_dir=_write_corpus(tmp_path / "ok2", zh_sample_texts), domain_weights={"legal": 2.0}))
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".vocab")]  # no temp dirs left behind
