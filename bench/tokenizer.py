@@ -60,7 +60,8 @@ def _shared_docs() -> list[str]:
 
 def train_docs(corpus_dir: Path):
     """A fresh iterator over the training documents (streamed, never all in memory)."""
-    from vocab.train import corpus_files, iter_jsonl_texts
+    from corpora.shards import iter_jsonl_texts
+    from vocab.train import corpus_files
 
     if (corpus_dir / "train").is_dir():
         return iter_jsonl_texts(corpus_files(corpus_dir))
@@ -68,7 +69,7 @@ def train_docs(corpus_dir: Path):
 
 
 def heldout_docs(corpus_dir: Path) -> list[str]:
-    from vocab.train import iter_jsonl_texts
+    from corpora.shards import iter_jsonl_texts
 
     path = corpus_dir / "heldout" / "heldout.jsonl"
     if path.is_file():

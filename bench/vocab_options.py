@@ -70,7 +70,8 @@ def _squad(path: Path, field: str) -> list[str]:
 
 def load_data(corpus_dir: Path) -> tuple[list[str], dict[str, list[str]]]:
     """(training documents, {held-out set name: documents})."""
-    from vocab.train import corpus_files, iter_jsonl_texts
+    from corpora.shards import iter_jsonl_texts
+    from vocab.train import corpus_files
 
     d = default_data_dir()
     extra = {

@@ -316,7 +316,7 @@ def load_tokenizer_bytes(path: str | Path) -> bytes:
 def load_texts(path: str | Path, max_docs: int = 0) -> list[str]:
     """Documents of a text file: ``.jsonl`` -> each line's ``text``; ``.json`` -> SQuAD paragraph
     contexts (deduplicated) or a list of strings; anything else -> one document per non-empty line."""
-    from vocab.train import iter_jsonl_texts
+    from corpora.shards import iter_jsonl_texts
 
     p = Path(path)
     if not p.is_file():

@@ -54,9 +54,10 @@ def test_bad_fraction_is_rejected():
 def test_dev_is_disjoint_from_vocab_training_and_heldout(tiny_corpus_dir):
     """On a corpus-stage directory: what ``vocab train`` trains on and what ``vocab merge`` measures
     on (dev) partition the train shards, and neither touches held-out."""
+    from corpora.shards import iter_jsonl_records
     from vocab.merge import MergeConfig
     from vocab.merge_inputs import load_inputs
-    from vocab.train import TrainConfig, corpus_files, iter_jsonl_records, weighted_texts
+    from vocab.train import TrainConfig, corpus_files, weighted_texts
 
     fraction = 0.3
     inputs = load_inputs(MergeConfig(corpus_dir=tiny_corpus_dir, word_list="none", dev_fraction=fraction))
