@@ -79,6 +79,9 @@ class MergeConfig:
     """OpenCC conversions giving the list's Traditional forms (evidence weight: ``word_list_variant_weight``)."""
     word_list_variant_weight: float = 0.5
     """Weight of the Traditional forms relative to the list itself."""
+    char_weight: float = 1.0
+    """Multiplier on the gain of single characters in the ranking (> 1: more characters, fewer words;
+    a character's saving carries over to unseen text, a word's less so)."""
     rank_rounds: int = 3
     """Scoring rounds of the gain ranking (each re-encodes the evidence with the surviving candidates)."""
     size_rule: Literal["marginal_gain", "all"] = "marginal_gain"
@@ -107,8 +110,8 @@ class MergeConfig:
             raise ValueError(f"min_char_count must be >= 1, got {self.min_char_count}")
         if self.curve_points < 2:
             raise ValueError(f"curve_points must be >= 2, got {self.curve_points}")
-        if self.word_list_weight < 0 or self.word_list_variant_weight < 0:
-            raise ValueError("word_list_weight and word_list_variant_weight must be >= 0")
+        if self.word_list_weight < 0 or self.word_list_variant_weight < 0 or self.char_weight <= 0:
+            raise ValueError("word_list_weight, word_list_variant_weight must be >= 0 and char_weight > 0")
         from vocab.wordlists import check_variants
 
         try:
@@ -171,7 +174,7 @@ def plan(base: ModelProto, zh: ModelProto, cfg: MergeConfig, char_counts: Mappin
     cands = candidate_pieces(base, zh, char_counts, cfg.min_char_count, extra_chars)
     room = max(cfg.max_total_pieces - len(base.pieces), 0)
     if cfg.selection == "gain" and evidence:
-        ranking = rank_candidates(base, cands.chars, cands.words, evidence, room, cfg.rank_rounds)
+        ranking = rank_candidates(base, cands.chars, cands.words, evidence, room, cfg.rank_rounds, cfg.char_weight)
         chars, words = split_ranked(ranking.order, len(ranking.order), cands.words)
         kept, removed = prune_dead(base, chars, words)  # a safety net: ranked prefixes are closed
         drop = set(words) - set(kept)

@@ -50,6 +50,9 @@ class ReportConfig:
     """Use at most this many documents of each text file (0 = all)."""
     jieba_words: int = 20000
     """How many of jieba's most frequent dictionary words to test for being a single piece (0 = skip)."""
+    domains_file: Path | None = None
+    """A corpus-stage JSONL file with ``domain``/``script`` fields (e.g. ``artifacts/corpus/heldout/heldout.jsonl``):
+    adds the per-domain, per-script table (tokens/char, byte-fallback share, pieces used) and ``domains.png``."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -351,6 +354,20 @@ def load_texts(path: str | Path, max_docs: int = 0) -> list[str]:
     return docs
 
 
+def _domain_sets(path: Path) -> dict[str, list[str]]:
+    """Documents of a corpus-stage JSONL file grouped by domain and script (:func:`vocab.domains.group`)."""
+    from corpora.shards import iter_jsonl_records
+    from vocab.domains import group
+    from vocab.merge_inputs import doc_of
+
+    if not Path(path).is_file():
+        raise UserError(f"domains_file not found: {path}")
+    sets = group(doc_of(r) for r in iter_jsonl_records([path]))
+    if not sets:
+        raise UserError(f"{path}: no documents")
+    return sets
+
+
 def _unique_names(paths: list[Path], given: list[str], what: str, default) -> list[str]:
     if given and len(given) != len(paths):
         raise UserError(f"{len(given)} {what} names for {len(paths)} {what}s; give one name per {what}")
@@ -372,25 +389,44 @@ def run(cfg: ReportConfig) -> dict:
     """CLI: load tokenizers and texts, :func:`compare`, write report.json/.md/.png + meta.json to ``out_dir``."""
     if not cfg.tokenizer:
         raise UserError("give at least one --tokenizer (a .model file or a dir with tokenizer.model)")
-    if not cfg.text:
-        raise UserError("give at least one --text (.txt, .jsonl or SQuAD .json)")
+    if not cfg.text and not cfg.domains_file:
+        raise UserError("give at least one --text (.txt, .jsonl or SQuAD .json) or --domains_file")
     start = time.perf_counter()
     tok_names = _unique_names(cfg.tokenizer, cfg.names, "tokenizer", _tokenizer_name)
     text_names = _unique_names(cfg.text, cfg.text_names, "text", lambda p: p.stem)
     tokenizers = {n: load_tokenizer_bytes(p) for n, p in zip(tok_names, cfg.tokenizer, strict=True)}
     texts = {n: load_texts(p, cfg.max_docs_per_text) for n, p in zip(text_names, cfg.text, strict=True)}
+    domain_sets = _domain_sets(cfg.domains_file) if cfg.domains_file else None
+    if not texts:  # only a domains file: the general comparison runs on its documents
+        texts = {"all domains": [t for name, ts in domain_sets.items() if "/" not in name for t in ts]}
+        text_names = list(texts)
     result = compare(tokenizers, texts, base=cfg.base or None, jieba_words=cfg.jieba_words)
     fig = plot(result)
+    md = to_markdown(result)
+    dfig = None
+    if domain_sets is not None:
+        from vocab.domains import domain_table, domains_of
+        from vocab.merge_report import domain_markdown, plot_domains
+
+        table = domain_table(tokenizers, domain_sets)
+        result["domains"] = table
+        md += "\n" + domain_markdown(table, None, f"By domain and script ({cfg.domains_file})")
+        sets = domains_of(table[tok_names[0]]) + [s for s in ("all/simplified", "all/traditional") if s in domain_sets]
+        dfig = plot_domains(table, sets, "Tokens per character by domain and script")
     with atomic_dir(cfg.out_dir) as tmp:
         atomic_write_json(tmp / "report.json", result)
-        atomic_write_text(tmp / "report.md", to_markdown(result))
+        atomic_write_text(tmp / "report.md", md)
         fig.savefig(tmp / "report.png", dpi=120)
+        if dfig is not None:
+            dfig.savefig(tmp / "domains.png", dpi=120)
         inputs = {f"tokenizer:{n}": result["tokenizers"][n]["sha256"] for n in tok_names}
-        inputs.update({f"text:{n}": sha256_bytes(Path(p).read_bytes()) for n, p in zip(text_names, cfg.text, strict=True)})
+        inputs.update({f"text:{n}": sha256_bytes(Path(p).read_bytes()) for n, p in zip(text_names, cfg.text, strict=False)})
+        if cfg.domains_file:
+            inputs["domains_file"] = sha256_bytes(Path(cfg.domains_file).read_bytes())
         write_meta(tmp, config=cfg, inputs=inputs)
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    plt.close("all")
     best = {s: min(tok_names, key=lambda t: result["metrics"][t][s]["tokens_per_char"]) for s in text_names}
     print(
         f"vocab report: {len(tok_names)} tokenizer(s) x {len(text_names)} text set(s) in "

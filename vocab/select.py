@@ -142,9 +142,10 @@ def _assemble(base: ModelProto, chars: list[str], words: list[str]) -> ModelProt
     return assemble(base, chars, words)
 
 
-def score_round(base: ModelProto, chars: list[str], words: list[str], evidence: Sequence[Evidence]
-                ) -> tuple[dict[str, float], dict[str, list[str]], list[str]]:
-    """One scoring pass: (effective score per candidate, derivation needs per candidate, dead words)."""
+def score_round(base: ModelProto, chars: list[str], words: list[str], evidence: Sequence[Evidence],
+                char_weight: float = 1.0) -> tuple[dict[str, float], dict[str, list[str]], list[str]]:
+    """One scoring pass: (effective score per candidate, derivation needs per candidate, dead words).
+    ``char_weight`` multiplies the score of single characters (see :func:`rank_candidates`)."""
     m = _assemble(base, chars, words)
     n_base = len(base.pieces)
     model_bytes = m.SerializeToString()
@@ -157,7 +158,7 @@ def score_round(base: ModelProto, chars: list[str], words: list[str], evidence: 
             continue
         for i, n in piece_uses(model_bytes, ev, added).items():
             p = m.pieces[i].piece
-            own[p] += ev.weight / total_weight * n / chars_g * saving(p)
+            own[p] += ev.weight / total_weight * n / chars_g * saving(p) * (char_weight if len(p) == 1 else 1.0)
     scores = {p.piece: p.score for p in m.pieces if p.type == NORMAL}
     candidate = set(own)
     needs: dict[str, list[str]] = {}
@@ -172,8 +173,11 @@ def score_round(base: ModelProto, chars: list[str], words: list[str], evidence: 
 
 
 def rank_candidates(base: ModelProto, chars: list[str], words: list[str], evidence: Sequence[Evidence],
-                    budget: int, rounds: int = 3) -> Ranking:
+                    budget: int, rounds: int = 3, char_weight: float = 1.0) -> Ranking:
     """Rank candidate characters and words (words in merge order) by measured, weighted gain.
+
+    ``char_weight`` > 1 favours single characters: a character's saving carries over to any text
+    that uses it, a word's mostly to text like the evidence (docs/vocab-experiments.md measures it).
 
     Each round scores the current candidates and keeps the best ones, shrinking geometrically from
     all candidates to ``budget``; the last round's order is returned (length <= ``budget``).
@@ -188,7 +192,7 @@ def rank_candidates(base: ModelProto, chars: list[str], words: list[str], eviden
     for r in range(max(rounds, 1)):
         frac = (r + 1) / max(rounds, 1)
         keep = round(total * (budget / total) ** frac) if total > budget else total
-        eff, _, dead = score_round(base, cur_chars, cur_words, evidence)
+        eff, _, dead = score_round(base, cur_chars, cur_words, evidence, char_weight)
         dead_set = set(dead)
         # Ties: characters first, then the earlier merge (its derivation comes first).
         order = sorted((p for p in eff if p not in dead_set),
