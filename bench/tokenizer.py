@@ -51,7 +51,7 @@ NON_CHINESE_EXTRA = [
 
 
 def _shared_docs() -> list[str]:
-    from vocab.report import load_texts
+    from vocab.loaders import load_texts
 
     d = default_data_dir()
     files = sorted(d.glob("zhwiki/*.jsonl")) + sorted(d.glob("cmrc2018/*.json")) + sorted(d.glob("drcd/*.json"))

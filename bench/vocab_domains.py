@@ -38,7 +38,7 @@ def load_split(data_dir: Path, heldout_fraction: float = 0.05, dev_fraction: flo
     from corpora.scripts import detect_script as script_of
     from vocab.dev_split import is_dev
     from vocab.domains import Doc
-    from vocab.report import load_texts
+    from vocab.loaders import load_texts
 
     files = [("wiki", f) for g in WIKI_GLOBS for f in sorted(data_dir.glob(g))]
     files += [(f.parent.name, f) for f in sorted((data_dir / "domains").glob("*/*.jsonl"))]

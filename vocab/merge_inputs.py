@@ -109,7 +109,7 @@ def load_inputs(cfg) -> MergeInputs:
 
     from corpora.shards import iter_jsonl_records
     from vocab.dev_split import is_dev
-    from vocab.report import load_texts
+    from vocab.loaders import load_texts
     from vocab.train import corpus_files
     from zhllama import REPO_ROOT
     from zhllama.artifacts import sha256_file

@@ -46,7 +46,7 @@ def merged_sp(merged_bytes):
 
 def _corpus_lines(data_dir) -> list[str]:
     """Every non-empty line of every document of the shared Chinese data (zhwiki, CMRC, DRCD)."""
-    from vocab.report import load_texts
+    from vocab.loaders import load_texts
 
     files = sorted(data_dir.glob("zhwiki/*.jsonl")) + sorted(data_dir.glob("cmrc2018/*.json")) \
         + sorted(data_dir.glob("drcd/*.json"))
@@ -81,7 +81,7 @@ def test_every_line_of_default_corpus_parity(merged_hf, merged_sp, data_dir):
 def test_every_line_of_every_domain_parity(merged_hf, merged_sp, data_dir):
     """Every line of every domain file (legal, news, dialogue incl. Cantonese, literature, poetry,
     technical; Simplified and Traditional): HF ids and decoding == SentencePiece's."""
-    from vocab.report import load_texts
+    from vocab.loaders import load_texts
 
     files = sorted((data_dir / "domains").glob("*/*.jsonl"))
     assert len(files) >= 20

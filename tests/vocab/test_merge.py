@@ -370,7 +370,7 @@ def test_full_width_letters_and_digits_are_single_pieces(merged, base_sp, merged
 
 @pytest.fixture(scope="module")
 def traditional_split(data_dir):
-    from vocab.report import load_texts
+    from vocab.loaders import load_texts
 
     docs = load_texts(data_dir / "drcd" / "DRCD_dev.json")[:240]
     return {"train": docs[::2], "test": docs[1::2]}

@@ -9,7 +9,8 @@ import pytest
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as pb
 
-from vocab.report import LENGTH_BUCKETS, compare, load_texts, plot, to_markdown
+from vocab.loaders import load_texts
+from vocab.report import LENGTH_BUCKETS, compare, plot, to_markdown
 from zhllama import REPO_ROOT
 from zhllama.cli import UserError
 
