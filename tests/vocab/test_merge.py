@@ -442,3 +442,22 @@ def test_bad_merge_config_names_the_key():
         check_evidence_weights({"lgeal": 1.0}, {"legal", "news"})
     with pytest.raises(UserError, match="every domain has weight 0"):
         check_evidence_weights({"legal": 0.0, "news": 0.0}, {"legal", "news"})
+
+
+def test_word_list_estimate_words_are_kept_out_of_the_evidence():
+    """The estimate for text we have no corpus of is measured on words the ranking never saw."""
+    from vocab.merge_inputs import WORD_LIST_DEV_FRACTION, word_list_evidence
+    from vocab.wordlists import load_words
+
+    cfg = MergeConfig(word_list_words=3000, word_list_weight=2.0, word_list_variant_weight=0.5)
+    evidence, estimate = word_list_evidence(cfg)
+    assert [e.name for e in evidence] == ["word list", "word list (Traditional forms)"]
+    assert [e.weight for e in evidence] == [2.0, 1.0]
+    words = {w for w, _ in load_words("wordfreq", 3000, min_chars=1)}
+    assert set(evidence[0].texts) | set(estimate[0].texts) == words
+    assert not set(evidence[0].texts) & set(estimate[0].texts)
+    assert not set(evidence[1].texts) & set(estimate[1].texts)
+    assert abs(len(estimate[0].texts) / len(words) - WORD_LIST_DEV_FRACTION) < 0.03
+    assert "軟體" in set(evidence[1].texts) | set(estimate[1].texts)  # s2twp: 软件 -> 軟體
+    assert all(not e.dummy_prefix for e in evidence + estimate)  # words as inside running text
+    assert word_list_evidence(MergeConfig(word_list="none")) == ([], [])
