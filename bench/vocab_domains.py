@@ -2,13 +2,13 @@
 
 Reads every source of ``../shared/data`` (Wikipedia, CMRC, DRCD and ``domains/*/*.jsonl``) raw, labels
 each document with its domain (the folder; Wikipedia sources are ``wiki``) and script
-(:func:`vocab.domains.script_of`), and splits it by text hash with the project's rules: **test** =
+(:func:`corpora.scripts.detect_script`), and splits it by text hash with the project's rules: **test** =
 the corpus stage's held-out rule (``corpora.build.heldout_split``), **dev** = ``vocab.dev_split.is_dev``
-on the rest, train = everything else. Options are compared on **dev** only; ``--test`` also prints
-the test table (for the final report, never for choosing).
+on the rest, train = everything else. Options are compared on **dev** only (ratio to the peer
+measured in the same run).
 
-    .venv/bin/python bench/vocab_domains.py --runs baseline        # see RUNS below
-    .venv/bin/python bench/vocab_domains.py --runs baseline wordfreq --sample_chars 4000000
+    .venv/bin/python bench/vocab_domains.py --runs previous        # see RUNS below
+    .venv/bin/python bench/vocab_domains.py --write_corpus artifacts/exp_corpus   # then the real CLIs on it
 
 Writes ``artifacts/bench/vocab_domains.json`` (every run's table) and prints one line per run.
 """
@@ -106,16 +106,19 @@ def build(base_bytes: bytes, sentences: list[str], run: dict, char_counts, wordf
 
 
 RUNS: dict[str, dict] = {
-    "baseline": {"train": {"vocab_size": 20000}},
-    "v30k": {"train": {"vocab_size": 30000}},
+    # The previous round's recipe (jieba dict 20k at 0.1, BPE 20k, merge order, no cap) on the new data.
+    "previous": {"train": {"vocab_size": 20000, "word_list": "jieba", "word_list_words": 20000,
+                           "word_list_weight": 0.1, "word_list_variants": []},
+                 "merge": {"selection": "merge_order", "max_total_pieces": 1 << 30}},
+    # The same with this round's training options (the merge's gain ranking needs the CLI's evidence).
+    "wordfreq": {"train": {"vocab_size": 40000}, "merge": {"selection": "merge_order"}},
 }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", nargs="*", default=["baseline"])
+    ap.add_argument("--runs", nargs="*", default=["previous"])
     ap.add_argument("--sample_chars", type=int, default=0, help="train on a sample of this many chars (0 = all)")
-    ap.add_argument("--test", action="store_true", help="also measure the test split (report only)")
     ap.add_argument("--out", default=str(REPO_ROOT / "artifacts/bench/vocab_domains.json"))
     ap.add_argument("--write_corpus", default="", help="write the split as a corpus-stage dir here and exit")
     args = ap.parse_args()
