@@ -146,14 +146,16 @@ def test_dictionary_lines_are_scaled_to_the_requested_share():
 def test_traditional_forms_of_the_word_list_become_pieces(sentences, small_cfg):
     """With the list's Traditional forms as input, Traditional words are learned, although the
     corpus sample is Simplified: the pieces Traditional text needs come from the list."""
-    cfg = replace(small_cfg, word_list="wordfreq", word_list_words=3000, word_list_weight=0.3)
-    trad = train_bpe(sentences, replace(cfg, word_list_variants=["s2twp"]))
-    simp = train_bpe(sentences, replace(cfg, word_list_variants=[]))
-    forms = [w for w, _ in with_variants(load_words("wordfreq", 3000), ["s2twp"])[:]]
-    trad_only = [w for w in forms if w not in {x for x, _ in load_words("wordfreq", 3000)}]
-    have = {p.piece for p in _proto(trad).pieces}
-    assert sum(w in have for w in trad_only) > 5 * max(1, sum(w in {p.piece for p in _proto(simp).pieces}
-                                                              for w in trad_only))
+    sample = sentences[: len(sentences) // 3]
+    cfg = replace(small_cfg, word_list="wordfreq", word_list_words=2000, word_list_weight=0.3, min_chars_per_piece=1.0)
+    words = load_words("wordfreq", 2000)
+    simplified = {w for w, _ in words}
+    trad_only = [w for w, _ in with_variants(words, ["s2twp"]) if w not in simplified]
+    learned = {}
+    for variants in (["s2twp"], []):
+        pieces = {p.piece for p in _proto(train_bpe(sample, replace(cfg, word_list_variants=variants))).pieces}
+        learned[bool(variants)] = sum(w in pieces for w in trad_only)
+    assert learned[True] > 5 * max(1, learned[False])
 
 
 def test_domain_weights_repeat_records_stably():
