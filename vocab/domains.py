@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 SCRIPTS = ("simplified", "traditional")
@@ -27,6 +27,31 @@ class Doc:
     domain: str
     script: str
     text: str
+
+
+CROSS_SCRIPT = {"traditional": ("tw2sp", "simplified"), "simplified": ("s2twp", "traditional")}
+"""OpenCC conversion (and resulting script) giving a record's text in the other script: Taiwan
+phrases to mainland ones (軟體 -> 软件) and back."""
+
+
+def cross_script_copies(records: Iterable[dict], share: float) -> Iterator[dict]:
+    """Each record, then (for a stable ``share`` of the Simplified or Traditional ones, by text hash)
+    a copy converted to the other script: every content seen in both scripts, so pieces shared by
+    the scripts are measured on all the text and each script's own forms get evidence.
+    ``share`` may exceed 1 only up to 1 (every record). Mixed-script records are not copied.
+
+    >>> [r["text"] for r in cross_script_copies([{"script": "traditional", "text": "軟體"}], 1.0)]
+    ['軟體', '软件']
+    """
+    from corpora.scripts import convert_text, detect_script
+    from vocab.dev_split import dev_bucket
+
+    for rec in records:
+        yield rec
+        script = rec.get("script") or detect_script(rec["text"])
+        if share > 0 and script in CROSS_SCRIPT and dev_bucket("cross-script\0" + rec["text"]) < share:
+            conv, other = CROSS_SCRIPT[script]
+            yield {**rec, "text": convert_text(rec["text"], conv), "script": other, "converted": conv}
 
 
 def group(docs: Iterable[Doc]) -> dict[str, list[str]]:

@@ -66,6 +66,9 @@ class MergeConfig:
     ``merge_order``: every corpus character, then words in the Chinese model's merge order."""
     evidence_weights: dict[str, float] = field(default_factory=dict)
     """Weight of each corpus domain in the gain (per character); a missing domain weighs 1.0."""
+    cross_script_share: float = 0.0
+    """Share of each domain's evidence records also added converted to the other script (as
+    ``vocab train``'s option of the same name)."""
     evidence_max_chars: int = 1_500_000
     """Per domain, at most about this many training characters are encoded as evidence (hash sample)."""
     word_list: str = "wordfreq"

@@ -21,7 +21,7 @@ import collections
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vocab.domains import Doc, group
+from vocab.domains import Doc, cross_script_copies, group
 from vocab.select import Evidence
 from zhllama.cli import UserError, existing_file
 
@@ -131,10 +131,12 @@ def load_inputs(cfg) -> MergeInputs:
         raise UserError(f"{cfg.corpus_dir}: no dev documents (dev_fraction={cfg.dev_fraction}); raise dev_fraction")
     check_evidence_weights(cfg.evidence_weights, set(domain_chars))
     samples: dict[str, list[str]] = collections.defaultdict(list)
-    for rec in iter_jsonl_records(files):
+    # Dev documents are dropped before conversion: a dev document's converted copy is dev too.
+    train_records = (r for r in iter_jsonl_records(files) if not is_dev(r["text"], cfg.dev_fraction))
+    for rec in cross_script_copies(train_records, cfg.cross_script_share):
         d = doc_of(rec)
         share = cfg.evidence_max_chars / max(domain_chars[d.domain], 1)
-        if not is_dev(d.text, cfg.dev_fraction) and _keep_share(d.text, share):
+        if _keep_share(d.text, share):
             samples[d.domain].append(d.text)
     evidence = [Evidence(dom, texts, cfg.evidence_weights.get(dom, 1.0)) for dom, texts in sorted(samples.items())]
     wl_evidence, estimates = word_list_evidence(cfg)

@@ -28,6 +28,7 @@ from pathlib import Path
 from corpora.shards import (  # the one JSONL reader; merge, report use it here
     iter_jsonl_records,
 )
+from vocab.domains import cross_script_copies
 from vocab.jieba_tools import DEFAULT_DELIMITER, dict_training_lines, mark_word_boundaries
 from vocab.wordlists import load_words, with_variants
 from zhllama.artifacts import atomic_dir, atomic_write_bytes, atomic_write_json, sha256_file, write_meta
@@ -75,6 +76,9 @@ class TrainConfig:
     """OpenCC conversions whose forms of each word are added too (the lists are Simplified)."""
     word_list_variant_weight: float = 0.5
     """Frequency of a Traditional form relative to its Simplified word."""
+    cross_script_share: float = 0.0
+    """Share of the Simplified and of the Traditional training records also fed converted to the
+    other script (OpenCC ``tw2sp`` / ``s2twp``; :func:`vocab.domains.cross_script_copies`)."""
     domain_weights: dict[str, float] = field(default_factory=dict)
     """Multiplier on each corpus domain's natural share of the training text (a record's ``domain``,
     else its ``source``); a missing domain keeps 1.0, 0 drops it. Applied as repeat counts."""
@@ -111,6 +115,8 @@ class TrainConfig:
             raise ValueError(f"model_type must be 'bpe' or 'unigram', got {self.model_type!r}")
         if self.word_list_words < 0 or self.word_list_weight < 0 or self.word_list_variant_weight < 0:
             raise ValueError("word_list_words, word_list_weight and word_list_variant_weight must be >= 0")
+        if not 0.0 <= self.cross_script_share <= 1.0:
+            raise ValueError(f"cross_script_share must be in [0, 1], got {self.cross_script_share}")
         from corpora.domains import check_weights
 
         check_weights(self.domain_weights, where="domain_weights")
@@ -368,7 +374,8 @@ def run(cfg: TrainConfig) -> dict:
     from vocab.dev_split import is_dev
 
     # Dev documents are excluded here so that the merge can measure on text BPE never saw.
-    records = (r for r in iter_jsonl_records(files) if not is_dev(r["text"], cfg.dev_fraction))
+    records = cross_script_copies((r for r in iter_jsonl_records(files) if not is_dev(r["text"], cfg.dev_fraction)),
+                                  cfg.cross_script_share)
     seen_domains: set[str] = set()
     docs = tqdm(weighted_texts(records, cfg.domain_weights, seen_domains),
                 desc=f"sampling {len(files)} shard(s)", unit="doc", mininterval=1.0)
