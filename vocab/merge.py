@@ -66,7 +66,7 @@ class MergeConfig:
     ``merge_order``: every corpus character, then words in the Chinese model's merge order."""
     evidence_weights: dict[str, float] = field(default_factory=dict)
     """Weight of each corpus domain in the gain (per character); a missing domain weighs 1.0."""
-    cross_script_share: float = 0.0
+    cross_script_share: float = 0.5
     """Share of each domain's evidence records also added converted to the other script (as
     ``vocab train``'s option of the same name)."""
     evidence_max_chars: int = 1_500_000
@@ -111,6 +111,8 @@ class MergeConfig:
             raise ValueError(f"max_total_pieces must be >= 1, got {self.max_total_pieces}")
         if self.min_char_count < 1:
             raise ValueError(f"min_char_count must be >= 1, got {self.min_char_count}")
+        if not 0.0 <= self.cross_script_share <= 1.0:
+            raise ValueError(f"cross_script_share must be in [0, 1], got {self.cross_script_share}")
         if self.curve_points < 2:
             raise ValueError(f"curve_points must be >= 2, got {self.curve_points}")
         if self.word_list_weight < 0 or self.word_list_variant_weight < 0 or self.char_weight <= 0:

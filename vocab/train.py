@@ -76,7 +76,7 @@ class TrainConfig:
     """OpenCC conversions whose forms of each word are added too (the lists are Simplified)."""
     word_list_variant_weight: float = 0.5
     """Frequency of a Traditional form relative to its Simplified word."""
-    cross_script_share: float = 0.0
+    cross_script_share: float = 0.5
     """Share of the Simplified and of the Traditional training records also fed converted to the
     other script (OpenCC ``tw2sp`` / ``s2twp``; :func:`vocab.domains.cross_script_copies`)."""
     domain_weights: dict[str, float] = field(default_factory=dict)

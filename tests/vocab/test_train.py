@@ -234,7 +234,8 @@ def test_cli_writes_model_vocab_summary_and_meta(tmp_path, zh_sample_texts):
     proc = subprocess.run(
         [sys.executable, "-m", "vocab", "train", "--config", "configs/vocab/train.yaml",
          "--corpus_dir", str(corpus), "--out_dir", str(out), "--vocab_size", "2000",
-         "--character_coverage", "0.98", "--word_list_words", "2000", "--model_name", "zh_small"],
+         "--character_coverage", "0.98", "--word_list_words", "2000", "--model_name", "zh_small",
+         "--cross_script_share", "0"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
