@@ -32,13 +32,19 @@ HELD_SOURCES = ("kdconv", "hkcancor", "twlaw", "react_docs", "hongloumeng", "cmr
 """One source per domain where the domain has several: Simplified and Cantonese dialogue, Taiwan law,
 Simplified technical, a novel, Simplified encyclopedia."""
 
+_NO_X = ["--cross_script_share", "0"]
 OPTIONS: dict[str, tuple[list[str], list[str]]] = {
-    # name: (vocab train args, vocab merge args)
-    "gain": ([], []),
-    "merge_order": ([], ["--selection", "merge_order"]),
-    "char_weight_3": ([], ["--char_weight", "3.0"]),
+    # name: (vocab train args, vocab merge args); everything else as in configs/vocab/*.yaml
+    "gain": (_NO_X, _NO_X),
+    "merge_order": (_NO_X, [*_NO_X, "--selection", "merge_order"]),
+    "char_weight_3": (_NO_X, [*_NO_X, "--char_weight", "3.0"]),
+    "cross_script_bpe_only": (["--cross_script_share", "0.5"], _NO_X),
     "cross_script_0.5": (["--cross_script_share", "0.5"], ["--cross_script_share", "0.5"]),
     "cross_script_1.0": (["--cross_script_share", "1.0"], ["--cross_script_share", "1.0"]),
+    "cross_script_0.5_dialogue_2": (["--cross_script_share", "0.5"],
+                                    ["--cross_script_share", "0.5", "--evidence_weights", '{"dialogue": 2.0}']),
+    "cross_script_0.5_word_list_4": (["--cross_script_share", "0.5"],
+                                     ["--cross_script_share", "0.5", "--word_list_weight", "4.0"]),
 }
 
 
@@ -79,9 +85,10 @@ def main() -> int:
     rows = {}
     for name in args.options:
         train_args, merge_args = OPTIONS[name]
-        vocab_dir, tok_dir = work / f"vocab_{name}", work / f"tok_{name}"
-        subprocess.run([sys.executable, "-m", "vocab", "train", "--corpus_dir", str(work / "corpus"),
-                        "--out_dir", str(vocab_dir), *train_args], check=True, env=env, cwd=REPO)
+        vocab_dir, tok_dir = work / f"vocab_{'_'.join(train_args) or 'default'}", work / f"tok_{name}"
+        if not (vocab_dir / "zh_bpe.model").is_file():  # options sharing the BPE settings share the model
+            subprocess.run([sys.executable, "-m", "vocab", "train", "--corpus_dir", str(work / "corpus"),
+                            "--out_dir", str(vocab_dir), *train_args], check=True, env=env, cwd=REPO)
         extra_args = [a for s, p in extra.items() for a in ("--extra_texts", str(p))]
         subprocess.run([sys.executable, "-m", "vocab", "merge", "--zh_model", str(vocab_dir / "zh_bpe.model"),
                         "--corpus_dir", str(work / "corpus"), "--out_dir", str(tok_dir), "--parity_check", "false",

@@ -393,7 +393,9 @@ def test_gain_ranking_prefers_what_the_evidence_needs(base_proto, zh_proto, zh_s
     cfg = MergeConfig(max_total_pieces=34000)
     gain_plan = plan(base_proto, zh_proto, cfg, counts, evidence)
     order_plan = plan(base_proto, zh_proto, MergeConfig(max_total_pieces=34000, selection="merge_order"), counts)
-    assert len(gain_plan.order) == 2000 and gain_plan.ranking.rounds[-1]["kept"] == 2000
+    fw = [c for c in FULL_WIDTH_FORMS if c not in {p.piece for p in base_proto.pieces}]
+    assert gain_plan.order[:len(fw)] == fw  # every full-width form first, used by the evidence or not
+    assert len(gain_plan.order) == 2000 and gain_plan.ranking.rounds[-1]["kept"] == 2000 - len(fw)
     gain, _ = merge(base_proto, zh_proto, cfg, planned=gain_plan)
     by_order, _ = merge(base_proto, zh_proto, cfg, planned=order_plan)
     assert tokens_per_char(gain, traditional_split["test"]) < 0.97 * tokens_per_char(by_order, traditional_split["test"])
