@@ -27,11 +27,16 @@ TRAIN_ARGS ?=
 MODEL ?= $(ART)/pretrain/$(RUN)/final
 BASELINE ?=
 EVAL_FILES ?= $(ART)/corpus/heldout/heldout.jsonl
+# Multiple-choice benchmark: a C-Eval/CMMLU dir or a JSONL file; SHOTS/SUBJECTS empty = the config's.
+BENCHMARK ?= $(DATA_DIR)/sft/bench_agieval_gaokao_zh.jsonl
+BENCHMARK_CONFIG ?= configs/mcq/score.yaml
+SHOTS ?=
+SUBJECTS ?=
 export DS_ACCELERATOR ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,cpu)
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup corpus vocab merge-tokenizer standin init pack pretrain eval demo test bench lint clean help
+.PHONY: setup corpus vocab merge-tokenizer standin init pack pretrain eval benchmark demo test bench lint clean help
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -77,6 +82,11 @@ eval: setup ## perplexity, bits/char, bits/byte of MODEL on EVAL_FILES (vs BASEL
 	$(PY) -m pretrain eval --config $(EVAL_CONFIG) --model $(MODEL) $(addprefix --files ,$(EVAL_FILES)) \
 	  $(if $(BASELINE),--baseline $(BASELINE)) --out_dir $(ART)/eval $(ARGS)
 
+benchmark: setup ## multiple-choice accuracy of MODEL (vs BASELINE="dirs") on BENCHMARK -> $(ART)/benchmark
+	$(PY) -m mcq $(if $(BASELINE),compare --models $(MODEL) $(addprefix --models ,$(BASELINE)),score --model $(MODEL)) \
+	  --config $(BENCHMARK_CONFIG) --benchmark $(BENCHMARK) $(if $(SHOTS),--shots $(SHOTS)) \
+	  $(addprefix --subjects ,$(SUBJECTS)) --out_dir $(ART)/benchmark $(ARGS)
+
 demo: setup ## the whole chain on the default data with a small stand-in model
 	$(MAKE) corpus CORPUS_ARGS="$(DEMO_CORPUS_ARGS)"
 	$(MAKE) vocab
@@ -84,16 +94,17 @@ demo: setup ## the whole chain on the default data with a small stand-in model
 	$(MAKE) pretrain TRAIN_ARGS="--max_steps 40 --overwrite"
 	$(MAKE) eval MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin \
 	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english.txt"
+	$(MAKE) benchmark MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin BENCHMARK_CONFIG=configs/mcq/score_agieval.yaml SUBJECTS="history geography biology" ARGS="--max_questions_per_subject 15 --method both"
 	@echo "demo done: see $(ART)/tokenizer/report.md and $(ART)/eval/report.md"
 
 test: setup ## the full test suite (CPU, < 15 min on 2 cores)
 	$(PY) -m pytest tests -q $(ARGS)
 
 bench: setup ## every benchmark in bench/ (prints ratios against a same-run baseline)
-	for b in corpus tokenizer init packing train eval; do $(PY) bench/$$b.py || exit 1; done
+	for b in corpus tokenizer init packing train eval mcq; do $(PY) bench/$$b.py || exit 1; done
 
 lint: setup
-	$(PY) -m ruff check zhllama corpora vocab pretrain tests bench
+	$(PY) -m ruff check zhllama corpora vocab pretrain mcq tests bench
 
 clean:
 	rm -rf $(ART)
