@@ -1,12 +1,20 @@
-"""Benchmark the corpora stage: speed and memory of both engines, dedup state per document, conversions.
+"""Benchmark the corpora stage: multi-core scaling and memory of the local engine, dedup state per document.
 
-Default: the default build (configs/corpora/build.yaml, all of ../shared/data) in child processes,
-with the local engine at 1, 2 and all workers (1 = the baseline: cleaning in the main process) and
-the datatrove engine at 1 and 2 workers; docs/s, MB/s, peak RSS of the process tree (sampled every
-20 ms), CPU seconds. ``--dedup``: memory of the dedup state per kept document at 1x/4x/16x (local
-engine: in-memory LSH; datatrove engine: peak RSS of the build, bytes on disk).
+Default: the local engine at 1, 2 and all workers (1 = the baseline: everything in one process) on
+two inputs, each build in a fresh child process:
 
-    .venv/bin/python bench/corpus.py [--data_dir ../shared/data] [--repeats 1]
+- ``default``: configs/corpora/build.yaml over all of ../shared/data (24 JSON/JSONL files, 43 MB);
+- ``dump``: a zhwiki multistream .xml.bz2 with its index (100 pages per bz2 stream, Wikimedia's
+  layout) of real article text: tests/corpora/conftest.py's realistic pages, ``--dump_copies``
+  times with other ids and mixed paragraphs, cut into parts of whole streams read at once.
+
+For each: docs/s, MB/s (input bytes on disk), peak RSS of the whole process tree (sampled every
+20 ms), CPU seconds of the tree per MB (steadier than wall time on a shared machine), and ratios
+against 1 worker. ``--datatrove`` adds the datatrove engine at 1 and 2 workers on ``default``.
+``--dedup``: dedup state per document at 1x/4x/16x (the in-memory Deduplicator vs the local engine's
+partitioned one: RAM, disk, same decisions; peak RSS of whole builds).
+
+    .venv/bin/python bench/corpus.py [--repeats 1] [--dump_copies 6] [--datatrove]
     .venv/bin/python bench/corpus.py --dedup
     .venv/bin/python bench/corpus.py --conversions   # what t2s/tw2s/tw2sp/hk2s/hk2sp do to the Traditional sources
 
@@ -81,7 +89,9 @@ def _one_build(data_dir: str, overrides: dict, conn) -> None:
     conn.send({"elapsed_s": elapsed_s, "input_bytes": manifest["_run"]["input_bytes"],
                "documents_read": manifest["total"]["documents"]["read"],
                "documents_written": manifest["total"]["documents"]["written"],
-               "characters_read": manifest["total"]["characters"]["read"], "minhash_disk_bytes": disk})
+               "characters_read": manifest["total"]["characters"]["read"], "minhash_disk_bytes": disk,
+               "phases_s": {k: v for k, v in manifest["_run"].items() if k.endswith("_s") and k != "elapsed_s"},
+               "units": manifest["_run"].get("units")})
 
 
 def measure(data_dir: str, num_workers: int, **overrides) -> dict:
@@ -138,9 +148,9 @@ def conversions(data_dir: str, out: str) -> int:
     return 0
 
 
-def synthetic_data(root: Path, n_docs: int, seed: int = 0) -> Path:
-    """``n_docs`` distinct ~300-character documents drawn from the real corpus's characters (no two
-    near-duplicates: the dedup state grows with every one), as one JSONL source."""
+def synthetic_texts(n_docs: int, seed: int = 0) -> list[str]:
+    """``n_docs`` ~300-character documents drawn from the real corpus's characters; every 5th is an
+    earlier one with 5 characters changed (a near duplicate), the rest are distinct."""
     import json
     import random
 
@@ -148,55 +158,136 @@ def synthetic_data(root: Path, n_docs: int, seed: int = 0) -> Path:
     chars = "".join(json.loads(line)["text"] for line in open(news, encoding="utf-8") if line.strip())
     chars = [c for c in chars if "\u4e00" <= c <= "\u9fff"]
     rng = random.Random(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / "synthetic.jsonl", "w", encoding="utf-8") as f:
-        for _ in range(n_docs):
-            f.write(json.dumps({"text": "".join(rng.choices(chars, k=300))}, ensure_ascii=False) + "\n")
+    texts: list[str] = []
+    for i in range(n_docs):
+        if i % 5 == 4:
+            t = list(texts[rng.randrange(len(texts))])
+            for _ in range(5):
+                t[rng.randrange(len(t))] = rng.choice(chars)
+            texts.append("".join(t))
+        else:
+            texts.append("".join(rng.choices(chars, k=300)))
+    return texts
+
+
+def dump_data(root: Path, copies: int) -> Path:
+    """A multistream dump + index of ``copies`` x the realistic zhwiki pages of the tests, each copy with
+    other page ids and every article extended by another article's text (so copies are not duplicates)."""
+    from tests.corpora.conftest import realistic_pages, write_multistream_dump
+
+    pages = realistic_pages(default_data_dir())
+    articles = [p for p in pages if p[2] == 0 and not p[3]]
+    out = []
+    for r in range(copies):
+        for i, (pid, title, ns, redirect, text) in enumerate(pages):
+            other = articles[(i + 7 * r) % len(articles)][4] if r and ns == 0 and not redirect else ""
+            out.append((pid + 100_000_000 * r, f"{title}·{r}" if r else title, ns, redirect,
+                        f"{text}\n\n{other}" if other else text))
+    (root / "dumps").mkdir(parents=True, exist_ok=True)
+    write_multistream_dump(root / "dumps" / "zhwiki-20240101-pages-articles-multistream.xml.bz2", out,
+                           pages_per_stream=100, index=True)
     return root
 
 
-def dedup_memory(out: str) -> int:
-    """Dedup state per kept document at 1x/4x/16x: local Deduplicator (tracemalloc) and datatrove engine."""
+DUMP_SOURCE = [{"name": "zhwiki", "format": "wiki_xml", "paths": ["dumps"], "domain": "encyclopedia",
+                "script": "mixed", "convert": "zh-cn"}]
+
+
+def dedup_memory(out: str, datatrove: bool) -> int:
+    """Dedup state per document at 1x/4x/16x: the in-memory Deduplicator (tracemalloc) vs the local
+    engine's partitioned dedup (tracemalloc peak while deciding, bytes on disk), same decisions; the
+    peak RSS of whole local builds (and datatrove builds with ``datatrove``)."""
+    import functools
+    import json
     import tracemalloc
 
-    from corpora.dedup import DedupConfig, Deduplicator, minhash_signature
+    from corpora.build import ordered_map
+    from corpora.dedup import DedupConfig, Deduplicator, minhash_signature, text_digest
+    from corpora.dedup_sharded import UnitKeys, find_duplicates
 
-    base = 2500
-    rows = []
+    base, unit_docs, rows = 2500, 2500, []
     with tempfile.TemporaryDirectory() as tmp:
         for scale in (1, 4, 16):
             n = base * scale
-            data = synthetic_data(Path(tmp) / f"x{scale}", n)
-            # The datatrove build first, while this process is small (its RSS is part of the peak).
-            source = [{"name": "s", "format": "jsonl", "paths": ["synthetic.jsonl"], "domain": "news", "script": "traditional"}]
-            dt = measure(str(data), 2, engine="datatrove", sources=source, heldout_min_documents=0,
-                         clean={"min_han_fraction": 0.0})
-            texts = [line for line in open(data / "synthetic.jsonl", encoding="utf-8")]
+            texts = synthetic_texts(n)
+            data = Path(tmp) / f"x{scale}"
+            data.mkdir()
+            with open(data / "synthetic.jsonl", "w", encoding="utf-8") as f:
+                f.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts)
+            source = [{"name": "s", "format": "jsonl", "paths": ["synthetic.jsonl"], "domain": "news",
+                       "script": "traditional"}]
+            common = {"sources": source, "heldout_min_documents": 0, "clean": {"min_han_fraction": 0.0},
+                      "unit_bytes": 1 << 20}
+            build = measure(str(data), 2, **common)
+            dt = measure(str(data), 2, engine="datatrove", **common) if datatrove else None
             cfg = DedupConfig()
             sigs = [minhash_signature(t, cfg) for t in texts]
+            digests = [text_digest(t) for t in texts]
             tracemalloc.start()
-            d = Deduplicator(cfg)
-            for i, (t, sig) in enumerate(zip(texts, sigs, strict=True)):
-                d.check(str(i), t, sig)
-            state = tracemalloc.get_traced_memory()[0]
+            ref = Deduplicator(cfg)
+            expected = [ref.check(i, t, sig, d) for i, (t, sig, d) in enumerate(zip(texts, sigs, digests, strict=True))]
+            in_memory = tracemalloc.get_traced_memory()[0]
             tracemalloc.stop()
-            del d, sigs, texts
-            row = {"scale": scale, "documents": n, "local_state_bytes_per_doc": state / n,
-                   "datatrove_peak_rss_mb": dt["peak_rss_mb"], "datatrove_disk_bytes_per_doc": dt["minhash_disk_bytes"] / n,
-                   "datatrove_docs_per_s": dt["documents_per_s"]}
+            del ref
+            work = Path(tmp) / f"work{scale}"
+            work.mkdir()
+            prefixes, counts = [], []
+            for u, start in enumerate(range(0, n, unit_docs)):  # what the read workers write
+                keys = UnitKeys(work / f"{u:06d}", cfg)
+                for d, sig in zip(digests[start : start + unit_docs], sigs[start : start + unit_docs], strict=True):
+                    keys.add(d, sig)
+                counts.append(keys.close())
+                prefixes.append(work / f"{u:06d}")
+            disk = sum(f.stat().st_size for f in work.iterdir())
+            result = {}
+            for cap in (DedupConfig.max_partition_entries, 100_000):
+                tracemalloc.start()
+                decisions = find_duplicates(prefixes, counts, DedupConfig(max_partition_entries=cap),
+                                            functools.partial(ordered_map, num_workers=1), 1)
+                result[cap] = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+            same = [decisions.reason(i) for i in range(n)] == expected
+            row = {"scale": scale, "documents": n, "near_duplicates": expected.count("near_duplicate"),
+                   "in_memory_state_bytes_per_doc": in_memory / n,
+                   "sharded_peak_bytes_per_doc": result[DedupConfig.max_partition_entries] / n,
+                   "sharded_peak_mb": result[DedupConfig.max_partition_entries] / 1e6,
+                   "sharded_peak_mb_100k_entry_partitions": result[100_000] / 1e6,
+                   "sharded_disk_bytes_per_doc": disk / n, "same_decisions": same,
+                   "local_build_peak_rss_mb": build["peak_rss_mb"], "local_build_docs_per_s": build["documents_per_s"],
+                   **({"datatrove_build_peak_rss_mb": dt["peak_rss_mb"],
+                       "datatrove_disk_bytes_per_doc": dt["minhash_disk_bytes"] / n} if dt else {})}
             rows.append(row)
-            print(f"{scale:>2}x ({n:,} docs): local dedup state {row['local_state_bytes_per_doc']:,.0f} B/doc; "
-                  f"datatrove engine peak RSS {row['datatrove_peak_rss_mb']:.0f} MB, "
-                  f"{row['datatrove_disk_bytes_per_doc']:,.0f} B/doc on disk, {row['datatrove_docs_per_s']:,.0f} docs/s")
+            print(f"{scale:>2}x ({n:,} docs, {row['near_duplicates']:,} near dups): in-memory Deduplicator "
+                  f"{row['in_memory_state_bytes_per_doc']:,.0f} B/doc; partitioned: peak {row['sharded_peak_bytes_per_doc']:,.0f}"
+                  f" B/doc ({row['sharded_peak_mb']:.1f} MB; {row['sharded_peak_mb_100k_entry_partitions']:.1f} MB with "
+                  f"100k-key partitions), {row['sharded_disk_bytes_per_doc']:,.0f} B/doc on disk, same decisions: {same}; "
+                  f"local build (2 workers) peak RSS {build['peak_rss_mb']:.0f} MB"
+                  + (f"; datatrove build peak RSS {dt['peak_rss_mb']:.0f} MB" if dt else ""))
     atomic_write_json(out, {"benchmark": "corpus_dedup", "rows": rows, "versions": versions()})
     print(f"wrote {out}")
     return 0
+
+
+def _table(name: str, rows: list[dict]) -> dict:
+    base = rows[0]
+    print(f"\n{name} ({base['documents_read']:,} docs, {base['input_bytes'] / 1e6:.1f} MB):")
+    print("| engine, workers | wall s | docs/s | MB/s | speed-up | peak RSS MB | CPU s/MB |")
+    for r in rows:
+        r["speedup_vs_1"] = base["elapsed_s"] / r["elapsed_s"] if r["engine"] == "local" else None
+        r["cpu_s_per_mb_vs_1"] = r["cpu_s_per_mb"] / base["cpu_s_per_mb"]
+        speed = f"{r['speedup_vs_1']:.2f}x" if r["speedup_vs_1"] else "-"
+        print(f"| {r['engine']}, {r['num_workers']} | {r['elapsed_s']:.1f} | {r['documents_per_s']:,.0f} | "
+              f"{r['mb_per_s']:.2f} | {speed} | {r['peak_rss_mb']:.0f} | {r['cpu_s_per_mb']:.3f} "
+              f"({r['cpu_s_per_mb_vs_1']:.2f}x) |")
+    return {"runs": rows, "baseline": base}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data_dir", default=str(default_data_dir()))
     ap.add_argument("--repeats", type=int, default=1, help="runs per setting; the fastest is kept")
+    ap.add_argument("--dump_copies", type=int, default=6, help="size of the dump input (x ~385 pages)")
+    ap.add_argument("--datatrove", action="store_true", help="also the datatrove engine (1 and 2 workers)")
     ap.add_argument("--out", default=str(REPO / "artifacts" / "bench" / "corpus.json"))
     ap.add_argument("--conversions", action="store_true", help="measure OpenCC conversions instead of speed")
     ap.add_argument("--dedup", action="store_true", help="measure dedup state per document at 1x/4x/16x")
@@ -204,29 +295,26 @@ def main() -> int:
     if args.conversions:
         return conversions(args.data_dir, str(Path(args.out).with_name("corpus_conversions.json")))
     if args.dedup:
-        return dedup_memory(str(Path(args.out).with_name("corpus_dedup.json")))
+        return dedup_memory(str(Path(args.out).with_name("corpus_dedup.json")), args.datatrove)
     cores = os.cpu_count() or 1
-    settings = [("local", w) for w in dict.fromkeys([1, 2, cores])] + [("datatrove", w) for w in dict.fromkeys([1, 2])]
-    runs: dict[tuple, list[dict]] = {k: [] for k in settings}
-    for _ in range(args.repeats):  # interleaved, so a burst of load elsewhere hits every setting
-        for engine, workers in settings:
-            runs[(engine, workers)].append(measure(args.data_dir, workers, engine=engine))
-    rows = {k: min(rs, key=lambda r: r["elapsed_s"]) for k, rs in runs.items()}
-    for (engine, workers), r in rows.items():
-        print(f"{engine} num_workers={workers}: {r['elapsed_s']:.2f} s, {r['documents_per_s']:,.0f} docs/s, "
-              f"{r['mb_per_s']:.2f} MB/s, {r['chars_per_s'] / 1e6:.2f} M chars/s, peak RSS {r['peak_rss_mb']:.0f} MB, "
-              f"CPU {r['cpu_s']:.1f} s ({r['cpu_s_per_mb']:.2f} CPU s/MB)")
-    base, best = rows[("local", 1)], rows[("local", cores)]
-    speedup = base["elapsed_s"] / best["elapsed_s"]
-    print(f"speed-up of {cores} workers vs 1 worker: {speedup:.2f}x wall "
-          f"(CPU {best['cpu_s'] / base['cpu_s']:.2f}x, peak memory {best['peak_rss_mb'] / base['peak_rss_mb']:.2f}x); "
-          f"load average {os.getloadavg()[0]:.1f} on {cores} cores (wall ratios are only meaningful when it is low)")
-    atomic_write_json(args.out, {
-        "benchmark": "corpus", "data_dir": args.data_dir, "cpu_count": cores,
-        "load_average_1min": os.getloadavg()[0], "baseline": base, "all_cores": best,
-        "runs": [r for r in rows.values()],
-        "speedup_all_cores_vs_1": speedup, "versions": versions(),
-    })
+    workers = list(dict.fromkeys([1, 2, cores]))
+    with tempfile.TemporaryDirectory() as tmp:
+        dump_dir = str(dump_data(Path(tmp), args.dump_copies))
+        inputs = {"default": (args.data_dir, {}), "dump": (dump_dir, {"sources": DUMP_SOURCE})}
+        settings = [(name, "local", w) for name in inputs for w in workers]
+        settings += [("default", "datatrove", w) for w in (1, 2)] if args.datatrove else []
+        runs: dict[tuple, list[dict]] = {k: [] for k in settings}
+        for _ in range(args.repeats):  # interleaved, so a burst of load elsewhere hits every setting
+            for name, engine, w in settings:
+                data_dir, overrides = inputs[name]
+                runs[(name, engine, w)].append(measure(data_dir, w, engine=engine, **overrides))
+    best = {k: min(rs, key=lambda r: r["elapsed_s"]) for k, rs in runs.items()}
+    result = {name: _table(name, [r for (n, _, _), r in best.items() if n == name]) for name in inputs}
+    load = os.getloadavg()[0]
+    print(f"\n{cores} cores, load average {load:.1f}: wall-clock ratios are only meaningful when the load is "
+          f"below the core count; CPU s/MB does not depend on it.")
+    atomic_write_json(args.out, {"benchmark": "corpus", "cpu_count": cores, "load_average_1min": load,
+                                 "inputs": result, "versions": versions()})
     print(f"wrote {args.out}")
     return 0
 
