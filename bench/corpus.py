@@ -44,24 +44,30 @@ from zhllama.config import load_config  # noqa: E402
 
 
 class PeakRss:
-    """Sample the summed RSS of this process's children (the build tree) in a thread; ``peak_bytes`` after."""
+    """Sample the summed RSS of this process's children (the build tree) in a thread; ``peak_bytes`` after,
+    and ``peak_anon_bytes``: the same without file-backed pages (mapped dedup files, libraries:
+    reclaimable page cache; shared pages of forked workers still count once per process)."""
 
     def __init__(self, interval_s: float = 0.02) -> None:
         self.interval_s = interval_s
         self.peak_bytes = 0
+        self.peak_anon_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            total = 0
+            total = anon = 0
             for p in me.children(recursive=True):  # the build runs in a child: its tree only
                 try:
-                    total += p.memory_info().rss
+                    info = p.memory_info()
                 except psutil.Error:
-                    pass
+                    continue
+                total += info.rss
+                anon += info.rss - info.shared
             self.peak_bytes = max(self.peak_bytes, total)
+            self.peak_anon_bytes = max(self.peak_anon_bytes, anon)
             time.sleep(self.interval_s)
 
     def __enter__(self) -> PeakRss:
@@ -73,6 +79,11 @@ class PeakRss:
         self._thread.join()
 
 
+def _cpu_s(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def _one_build(data_dir: str, overrides: dict, conn) -> None:
     # A fresh child per measurement: imports, OpenCC dictionaries and caches all count, and one
     # run's memory does not inflate the next run's peak.
@@ -81,9 +92,12 @@ def _one_build(data_dir: str, overrides: dict, conn) -> None:
         cfg = load_config(BuildConfig, REPO / "configs" / "corpora" / "build.yaml",
                           {"data_dir": data_dir, "progress": False, "hash_inputs": False,
                            "datatrove": {"work_dir": str(Path(tmp) / "work"), "workers": workers}, **overrides})
-        t0 = time.perf_counter()
+        t0, self0, kids0 = time.perf_counter(), _cpu_s(resource.RUSAGE_SELF), _cpu_s(resource.RUSAGE_CHILDREN)
         manifest = build_corpus(cfg, Path(tmp) / "out")
         elapsed_s = time.perf_counter() - t0
+        # The build's own process (planning, merging, the write pass) vs its pool workers: the share
+        # of the work that does not run in parallel, whatever the load on the machine.
+        main_cpu_s, workers_cpu_s = _cpu_s(resource.RUSAGE_SELF) - self0, _cpu_s(resource.RUSAGE_CHILDREN) - kids0
         work = Path(tmp) / "work" / "minhash"
         disk = sum(f.stat().st_size for f in work.rglob("*") if f.is_file()) if work.is_dir() else 0
     conn.send({"elapsed_s": elapsed_s, "input_bytes": manifest["_run"]["input_bytes"],
@@ -91,18 +105,20 @@ def _one_build(data_dir: str, overrides: dict, conn) -> None:
                "documents_written": manifest["total"]["documents"]["written"],
                "characters_read": manifest["total"]["characters"]["read"], "minhash_disk_bytes": disk,
                "phases_s": {k: v for k, v in manifest["_run"].items() if k.endswith("_s") and k != "elapsed_s"},
-               "units": manifest["_run"].get("units")})
+               "units": manifest["_run"].get("units"), "main_cpu_s": main_cpu_s, "workers_cpu_s": workers_cpu_s})
 
 
 def measure(data_dir: str, num_workers: int, **overrides) -> dict:
     """Build once in a child process; return timings, throughput and peak RSS of the tree."""
-    recv, send = multiprocessing.Pipe(duplex=False)
+    # spawn: a fresh interpreter per build, which inherits nothing from this process's memory.
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     overrides = {"num_workers": num_workers, **overrides}
     if overrides.get("engine") == "datatrove":
         overrides["datatrove_workers"] = num_workers
     with PeakRss() as mem:
-        proc = multiprocessing.Process(target=_one_build, args=(data_dir, overrides, send))
+        proc = ctx.Process(target=_one_build, args=(data_dir, overrides, send))
         proc.start()
         result = recv.recv()
         proc.join()
@@ -117,6 +133,7 @@ def measure(data_dir: str, num_workers: int, **overrides) -> dict:
         "mb_per_s": result["input_bytes"] / 1e6 / s,
         "chars_per_s": result["characters_read"] / s,
         "peak_rss_mb": mem.peak_bytes / 1e6,
+        "peak_anon_rss_mb": mem.peak_anon_bytes / 1e6,
         # CPU seconds of the whole tree (imports included): unlike wall time, barely moved by
         # other processes sharing the cores.
         "cpu_s": cpu_s,
@@ -209,17 +226,18 @@ def dedup_memory(out: str, datatrove: bool) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for scale in (1, 4, 16):
             n = base * scale
-            texts = synthetic_texts(n)
             data = Path(tmp) / f"x{scale}"
             data.mkdir()
             with open(data / "synthetic.jsonl", "w", encoding="utf-8") as f:
-                f.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts)
+                f.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in synthetic_texts(n))
             source = [{"name": "s", "format": "jsonl", "paths": ["synthetic.jsonl"], "domain": "news",
                        "script": "traditional"}]
+            # Partitions of 100k keys, so that the dedup's bound shows at these small scales.
             common = {"sources": source, "heldout_min_documents": 0, "clean": {"min_han_fraction": 0.0},
-                      "unit_bytes": 1 << 20}
+                      "dedup": {"max_partition_entries": 100_000}}
             build = measure(str(data), 2, **common)
             dt = measure(str(data), 2, engine="datatrove", **common) if datatrove else None
+            texts = [json.loads(line)["text"] for line in open(data / "synthetic.jsonl", encoding="utf-8")]
             cfg = DedupConfig()
             sigs = [minhash_signature(t, cfg) for t in texts]
             digests = [text_digest(t) for t in texts]
@@ -228,7 +246,7 @@ def dedup_memory(out: str, datatrove: bool) -> int:
             expected = [ref.check(i, t, sig, d) for i, (t, sig, d) in enumerate(zip(texts, sigs, digests, strict=True))]
             in_memory = tracemalloc.get_traced_memory()[0]
             tracemalloc.stop()
-            del ref
+            del ref, texts
             work = Path(tmp) / f"work{scale}"
             work.mkdir()
             prefixes, counts = [], []
@@ -247,13 +265,15 @@ def dedup_memory(out: str, datatrove: bool) -> int:
                 result[cap] = tracemalloc.get_traced_memory()[1]
                 tracemalloc.stop()
             same = [decisions.reason(i) for i in range(n)] == expected
-            row = {"scale": scale, "documents": n, "near_duplicates": expected.count("near_duplicate"),
+            near_dups = expected.count("near_duplicate")
+            row = {"scale": scale, "documents": n, "near_duplicates": near_dups,
                    "in_memory_state_bytes_per_doc": in_memory / n,
                    "sharded_peak_bytes_per_doc": result[DedupConfig.max_partition_entries] / n,
                    "sharded_peak_mb": result[DedupConfig.max_partition_entries] / 1e6,
                    "sharded_peak_mb_100k_entry_partitions": result[100_000] / 1e6,
                    "sharded_disk_bytes_per_doc": disk / n, "same_decisions": same,
-                   "local_build_peak_rss_mb": build["peak_rss_mb"], "local_build_docs_per_s": build["documents_per_s"],
+                   "local_build_peak_rss_mb": build["peak_rss_mb"], "local_build_peak_anon_rss_mb": build["peak_anon_rss_mb"],
+                   "local_build_docs_per_s": build["documents_per_s"],
                    **({"datatrove_build_peak_rss_mb": dt["peak_rss_mb"],
                        "datatrove_disk_bytes_per_doc": dt["minhash_disk_bytes"] / n} if dt else {})}
             rows.append(row)
@@ -261,25 +281,65 @@ def dedup_memory(out: str, datatrove: bool) -> int:
                   f"{row['in_memory_state_bytes_per_doc']:,.0f} B/doc; partitioned: peak {row['sharded_peak_bytes_per_doc']:,.0f}"
                   f" B/doc ({row['sharded_peak_mb']:.1f} MB; {row['sharded_peak_mb_100k_entry_partitions']:.1f} MB with "
                   f"100k-key partitions), {row['sharded_disk_bytes_per_doc']:,.0f} B/doc on disk, same decisions: {same}; "
-                  f"local build (2 workers) peak RSS {build['peak_rss_mb']:.0f} MB"
+                  f"local build (2 workers) peak RSS {build['peak_rss_mb']:.0f} MB "
+                  f"({build['peak_anon_rss_mb']:.0f} MB without file-backed pages)"
                   + (f"; datatrove build peak RSS {dt['peak_rss_mb']:.0f} MB" if dt else ""))
     atomic_write_json(out, {"benchmark": "corpus_dedup", "rows": rows, "versions": versions()})
     print(f"wrote {out}")
     return 0
 
 
-def _table(name: str, rows: list[dict]) -> dict:
+def _fixed_work(_=None) -> float:
+    """CPU seconds of a fixed pure-Python job (regex over Chinese text, sorting)."""
+    import re
+
+    t = time.process_time()
+    text = "数学是研究数量、结构以及空间等概念的一门学科。" * 2000
+    for _ in range(400):
+        re.sub(r"[\u4e00-\u9fff]{2}", "x", text)
+        sorted(range(20000), key=lambda x: -x)
+    return time.process_time() - t
+
+
+def contention(cores: int) -> float:
+    """CPU seconds of the same fixed job run on every core at once / run alone: what sharing the
+    machine (caches, memory bandwidth, the host's other guests) adds to CPU s/MB, apart from our code."""
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        alone = pool.map(_fixed_work, [0])[0]
+    with ctx.Pool(cores) as pool:
+        together = pool.map(_fixed_work, range(cores))
+    return sum(together) / len(together) / alone
+
+
+def _table(name: str, rows: list[dict], fixed_main_cpu_s: float) -> dict:
     base = rows[0]
     print(f"\n{name} ({base['documents_read']:,} docs, {base['input_bytes'] / 1e6:.1f} MB):")
-    print("| engine, workers | wall s | docs/s | MB/s | speed-up | peak RSS MB | CPU s/MB |")
+    print("| engine, workers | wall s | docs/s | MB/s | speed-up | peak RSS MB | CPU s/MB | read / dedup / write s "
+          "| main-process CPU share |")
     for r in rows:
         r["speedup_vs_1"] = base["elapsed_s"] / r["elapsed_s"] if r["engine"] == "local" else None
         r["cpu_s_per_mb_vs_1"] = r["cpu_s_per_mb"] / base["cpu_s_per_mb"]
+        r["main_cpu_share"] = r["main_cpu_s"] / max(r["main_cpu_s"] + r["workers_cpu_s"], 1e-9)
         speed = f"{r['speedup_vs_1']:.2f}x" if r["speedup_vs_1"] else "-"
+        p = r["phases_s"]
+        phases = f"{p['read_s']:.1f} / {p['dedup_s']:.1f} / {p['write_s']:.1f}" if "read_s" in p else "-"
         print(f"| {r['engine']}, {r['num_workers']} | {r['elapsed_s']:.1f} | {r['documents_per_s']:,.0f} | "
               f"{r['mb_per_s']:.2f} | {speed} | {r['peak_rss_mb']:.0f} | {r['cpu_s_per_mb']:.3f} "
-              f"({r['cpu_s_per_mb_vs_1']:.2f}x) |")
-    return {"runs": rows, "baseline": base}
+              f"({r['cpu_s_per_mb_vs_1']:.2f}x) | {phases} | {r['main_cpu_share']:.1%} |")
+    par = [r for r in rows if r["engine"] == "local" and r["num_workers"] > 1]
+    if not par:
+        return {"runs": rows, "baseline": base}
+    # Amdahl: the main process's CPU does not shrink with more workers, the rest does. Its start-up
+    # (imports, OpenCC and MinHash tables: measured on a tiny build) is paid once per build, so for a
+    # large corpus only the rest counts.
+    r = par[-1]
+    serial = max(r["main_cpu_s"] - fixed_main_cpu_s, 0.0) / max(r["main_cpu_s"] - fixed_main_cpu_s + r["workers_cpu_s"], 1e-9)
+    bound = {n: 1 / (serial + (1 - serial) / n) for n in (2, 4, 8, 16, 32)}
+    print(f"main process: {r['main_cpu_s']:.2f} CPU s of {r['main_cpu_s'] + r['workers_cpu_s']:.1f} "
+          f"({fixed_main_cpu_s:.2f} s of it start-up); per MB, {serial:.1%} of the work is serial -> speed-up bound "
+          "(Amdahl, ignoring load imbalance): " + ", ".join(f"{n} cores {b:.1f}x" for n, b in bound.items()))
+    return {"runs": rows, "baseline": base, "serial_share_per_mb": serial, "amdahl_bound": bound}
 
 
 def main() -> int:
@@ -298,6 +358,7 @@ def main() -> int:
         return dedup_memory(str(Path(args.out).with_name("corpus_dedup.json")), args.datatrove)
     cores = os.cpu_count() or 1
     workers = list(dict.fromkeys([1, 2, cores]))
+    control = contention(cores)
     with tempfile.TemporaryDirectory() as tmp:
         dump_dir = str(dump_data(Path(tmp), args.dump_copies))
         inputs = {"default": (args.data_dir, {}), "dump": (dump_dir, {"sources": DUMP_SOURCE})}
@@ -308,13 +369,18 @@ def main() -> int:
             for name, engine, w in settings:
                 data_dir, overrides = inputs[name]
                 runs[(name, engine, w)].append(measure(data_dir, w, engine=engine, **overrides))
+        tiny = measure(args.data_dir, 2, sources=[{"name": "tiny", "format": "jsonl", "domain": "dialogue", "script": "simplified",
+                                                   "paths": ["domains/dialogue/chatterbot_zh.jsonl"]}])
     best = {k: min(rs, key=lambda r: r["elapsed_s"]) for k, rs in runs.items()}
-    result = {name: _table(name, [r for (n, _, _), r in best.items() if n == name]) for name in inputs}
+    result = {name: _table(name, [r for (n, _, _), r in best.items() if n == name], tiny["main_cpu_s"])
+              for name in inputs}
     load = os.getloadavg()[0]
     print(f"\n{cores} cores, load average {load:.1f}: wall-clock ratios are only meaningful when the load is "
-          f"below the core count; CPU s/MB does not depend on it.")
+          f"below the core count. Control: a fixed pure-Python job costs {control:.2f}x the CPU s when {cores} "
+          "run at once as alone (host contention, not our code: compare CPU s/MB ratios with it).")
     atomic_write_json(args.out, {"benchmark": "corpus", "cpu_count": cores, "load_average_1min": load,
-                                 "inputs": result, "versions": versions()})
+                                 "inputs": result, "startup_main_cpu_s": tiny["main_cpu_s"],
+                                 "contention_cpu_ratio_all_cores_vs_1": control, "versions": versions()})
     print(f"wrote {args.out}")
     return 0
 

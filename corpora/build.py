@@ -86,7 +86,7 @@ class BuildConfig:
     num_workers: int = 0
     """Worker processes (reading, cleaning, dedup); 0 = all CPU cores, 1 = in the main process (no pool).
     The output does not depend on it."""
-    unit_bytes: int = 4 << 20
+    unit_bytes: int = 1 << 20
     """Local engine: files larger than this are cut into parts of about this many bytes (compressed
     bytes for a multistream .xml.bz2) that workers read at once (:mod:`corpora.units`)."""
     hash_inputs: bool = True

@@ -54,9 +54,10 @@ class DedupConfig:
     """Characters per shingle (whitespace removed first: Chinese has no word spaces)."""
     seed: int = 1
     """MinHash seed (fixed: the same corpus always deduplicates the same way)."""
-    max_partition_entries: int = 8_000_000
-    """Local engine: bucket keys (1 + LSH bands per document) one dedup task sorts at most (~32 B
-    each while sorting): bounds a worker's memory whatever the corpus size. Decisions do not depend on it."""
+    max_partition_entries: int = 2_000_000
+    """Local engine: bucket keys (1 + LSH bands per document) one dedup task sorts at most (~64 B
+    each at the peak of the sort, so ~115 MB): bounds a worker's memory whatever the corpus size.
+    Decisions do not depend on it."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.near_threshold <= 1.0:

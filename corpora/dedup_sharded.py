@@ -12,17 +12,17 @@ in its component (most of a corpus) shares no bucket: it is kept without any run
 Steps, each a pool of tasks (documents are numbered in input order, ``gid``)::
 
     1 per work unit, in the read workers (:class:`UnitKeys`): digest + signature of every document
-      that passed cleaning -> NNNNNN.docs.npy; its bucket keys, sorted -> NNNNNN.keys.npy
+      that passed cleaning -> NNNNNN.docs.npy; its bucket keys, sorted -> NNNNNN.keys/rows.npy
     2 per key range (:func:`partition_edges`): that range of every unit's keys, sorted; a bucket of
       several documents gives edges (first document, each other one)
     3 main (:func:`components`): connected components of the edges (scipy), documents with edges only
     4 per group of components (:func:`resolve`): the Deduplicator over each, -> (gid, reason, match)
 
-Memory: step 2 holds at most ``max_partition_entries`` keys (16 B each, twice while sorting); step 3
+Memory: step 2 holds at most ``max_partition_entries`` keys (~64 B each at the sort's peak); step 3
 ~16 B per bucket a document shares with another (distinct documents cost nothing); step 4 one
-component. On disk: ``17 + 4 * num_perm`` B per document (docs.npy) + 16 B per bucket key.
+component. On disk: ``17 + 4 * num_perm`` B per document (docs.npy) + 12 B per bucket key.
 
-    >>> decisions = find_duplicates(work_dir, kept_per_unit, DedupConfig(), mapper)   # doctest: +SKIP
+    >>> decisions = find_duplicates(prefixes, kept_per_unit, DedupConfig(), mapper, 4)   # doctest: +SKIP
     >>> decisions.reason(gid), decisions.match(gid)                                 # doctest: +SKIP
     ('near_duplicate', 17)
 """
@@ -53,24 +53,24 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(31))
 
 
-def bucket_keys(docs: np.ndarray, cfg: DedupConfig) -> np.ndarray:
-    """``(key, row)`` pairs (``uint64[m, 2]``, sorted by key) of the buckets of ``docs`` rows: the
+def bucket_keys(docs: np.ndarray, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys, rows)``: the bucket keys (``uint64``, sorted) of ``docs`` and the row of each: the
     digest (exact dedup) and each LSH band of the signature (near dedup, datasketch's band layout).
 
     >>> cfg = DedupConfig()
     >>> docs = np.zeros(2, doc_dtype(cfg.num_perm)); docs["has_sig"] = True
-    >>> keys = bucket_keys(docs, cfg)       # both rows: the same digest and the same 9 bands
-    >>> keys.shape, bool((keys[0::2, 0] == keys[1::2, 0]).all())
-    ((20, 2), True)
+    >>> keys, rows = bucket_keys(docs, cfg)       # both rows: the same digest and the same 9 bands
+    >>> keys.shape, bool((keys[0::2] == keys[1::2]).all()), rows[:4].tolist()
+    ((20,), True, [0, 1, 0, 1])
     """
     rows, keys = [], []
     if cfg.exact:
         digest = np.frombuffer(docs["digest"].tobytes(), dtype="<u8")[0::2].copy()
         keys.append(_mix(digest))
-        rows.append(np.arange(len(docs), dtype=np.uint64))
+        rows.append(np.arange(len(docs), dtype=np.int64))
     if cfg.near:
         bands, width = lsh_params(cfg.near_threshold, cfg.num_perm)
-        signed = np.flatnonzero(docs["has_sig"]).astype(np.uint64)
+        signed = np.flatnonzero(docs["has_sig"])
         sig = docs["sig"][signed].astype(np.uint64)
         for band in range(bands):
             h = np.full(len(signed), band + 1, dtype=np.uint64)
@@ -79,9 +79,10 @@ def bucket_keys(docs: np.ndarray, cfg: DedupConfig) -> np.ndarray:
             keys.append(_mix(h))
             rows.append(signed)
     if not keys:
-        return np.empty((0, 2), dtype=np.uint64)
-    pairs = np.stack([np.concatenate(keys), np.concatenate(rows)], axis=1)
-    return pairs[np.argsort(pairs[:, 0], kind="stable")]
+        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.uint32)
+    all_keys = np.concatenate(keys)
+    order = np.argsort(all_keys, kind="stable")
+    return all_keys[order], np.concatenate(rows)[order].astype(np.uint32)
 
 
 class UnitKeys:
@@ -102,10 +103,12 @@ class UnitKeys:
         self._rows.append((digest, signature is not None, self._no_sig if signature is None else signature))
 
     def close(self) -> int:
-        """Write ``PREFIX.docs.npy`` and ``PREFIX.keys.npy``; the number of documents."""
+        """Write ``PREFIX.docs.npy``, ``PREFIX.keys.npy`` and ``PREFIX.rows.npy``; the number of documents."""
         docs = np.array(self._rows, dtype=self._dtype)
         np.save(f"{self.prefix}.docs.npy", docs)
-        np.save(f"{self.prefix}.keys.npy", bucket_keys(docs, self.cfg))
+        keys, rows = bucket_keys(docs, self.cfg)
+        np.save(f"{self.prefix}.keys.npy", keys)  # apart: a partition reads only its slice of each
+        np.save(f"{self.prefix}.rows.npy", rows)
         self._rows = []
         return len(docs)
 
@@ -117,14 +120,13 @@ def partition_edges(p: int, n_partitions: int, prefixes: list[Path], base: np.nd
     hi = np.uint64(((p + 1) << 64) // n_partitions) if p + 1 < n_partitions else None
     keys, gids = [], []
     for u, prefix in enumerate(prefixes):
-        pairs = np.load(f"{prefix}.keys.npy", mmap_mode="r")
-        if not len(pairs):
+        unit_keys = np.load(f"{prefix}.keys.npy", mmap_mode="r")
+        if not len(unit_keys):
             continue
-        col = pairs[:, 0]
-        a = int(np.searchsorted(col, lo))
-        b = int(np.searchsorted(col, hi)) if hi is not None else len(col)
-        keys.append(np.asarray(pairs[a:b, 0]))
-        gids.append(pairs[a:b, 1].astype(np.int64) + base[u])
+        a = int(np.searchsorted(unit_keys, lo))
+        b = int(np.searchsorted(unit_keys, hi)) if hi is not None else len(unit_keys)
+        keys.append(np.array(unit_keys[a:b]))
+        gids.append(np.load(f"{prefix}.rows.npy", mmap_mode="r")[a:b].astype(np.int64) + base[u])
     if not keys:
         return np.empty((0, 2), dtype=np.int64)
     k, g = np.concatenate(keys), np.concatenate(gids)

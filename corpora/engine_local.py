@@ -122,8 +122,8 @@ def _spilled(path: Path) -> Iterator[tuple]:
 @contextlib.contextmanager
 def worker_pool(num_workers: int, initializer, initargs: tuple):
     """A process pool for every pass (None: run in this process, after calling ``initializer``)."""
+    initializer(*initargs)  # here first: forked workers inherit the imports and tables (~1 s each)
     if num_workers <= 1:
-        initializer(*initargs)
         yield None
         return
     with multiprocessing.get_context().Pool(num_workers, initializer=initializer, initargs=initargs) as pool:
@@ -152,6 +152,7 @@ def build_local(cfg: BuildConfig, out_dir: Path) -> dict:
     units = plan_units(cfg.sources, files, Path(cfg.data_dir), cfg.unit_bytes, cfg.max_chars_per_source)
     out = CorpusOutput(cfg, out_dir)
     work = out_dir / ".work"
+    shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     times = {"plan_s": time.perf_counter() - t0}
     try:

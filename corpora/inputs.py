@@ -45,7 +45,7 @@ def identify(head: bytes) -> str | None:
     None (plain bytes: UTF-8 or another ASCII-compatible text). Without a BOM, UTF-16 is recognised
     by its NUL bytes in every other position.
 
-    >>> identify(b"B\\x00A\\x00"), identify(b"BZh91AY&SY"), identify(b"PK\\x03\\x04")
+    >>> identify(b"B\\x00A\\x00" * 4), identify(b"BZh91AY&SY"), identify(b"PK\\x03\\x04")
     ('utf-16-le', 'bzip2', 'zip archive')
     """
     for magic, kind in _MAGIC:
