@@ -1,4 +1,4 @@
-# zhllama: each target is a thin wrapper over a stage CLI (`python -m corpora|vocab|pretrain ...`).
+# zhllama: each target is a thin wrapper over a stage CLI (`python -m corpora|vocab|pretrain|sft ...`).
 # Override any variable: `make vocab DATA_DIR=/data/zh ART=/scratch/art`.
 SHELL := /bin/bash
 PYTHON_BOOT ?= python3
@@ -7,8 +7,10 @@ PY ?= $(VENV)/bin/python
 DATA_DIR ?= ../shared/data
 ART ?= artifacts
 RUN ?= demo
-NPROC ?= 2
-# Per-stage configs (typed YAML; `--key value` overrides go in ARGS).
+# Worker processes for `make pretrain` (empty: the config's launch.nproc, 2 in configs/pretrain/train.yaml).
+NPROC ?=
+# Per-stage configs (typed YAML; `--key value` overrides go in ARGS, after the Makefile's own
+# arguments: the last value of a key wins, so ARGS="--out_dir X" overrides the Makefile's --out_dir).
 CORPUS_CONFIG ?= configs/corpora/build.yaml
 VOCAB_CONFIG ?= configs/vocab/train.yaml
 MERGE_CONFIG ?= configs/vocab/merge.yaml
@@ -22,10 +24,18 @@ ARGS ?=
 # (all domains and both scripts, ~1.9 M characters) so it stays a few minutes on 2 cores.
 CORPUS_ARGS ?=
 DEMO_CORPUS_ARGS ?= --max_chars_per_source 80000
-# Extra overrides for the train command only (ARGS also reaches the standin and init steps).
+# `make pretrain` also runs the standin and init steps: ARGS goes to the train command only, these to the steps.
+STANDIN_ARGS ?=
+INIT_ARGS ?=
+# More overrides for the train command (after ARGS).
 TRAIN_ARGS ?=
 MODEL ?= $(ART)/pretrain/$(RUN)/final
 BASELINE ?=
+# Chat fine-tuning: `make sft` trains on top of SFT_BASE; `make chat` talks to CHAT_MODEL.
+SFT_CONFIG ?= configs/sft/train.yaml
+SFT_BASE ?= $(ART)/pretrain/$(RUN)/final
+SFT_ARGS ?=
+CHAT_MODEL ?= $(ART)/sft/$(RUN)/final
 EVAL_FILES ?= $(ART)/corpus/heldout/heldout.jsonl
 # Multiple-choice benchmark: a C-Eval/CMMLU dir or a JSONL file; SHOTS/SUBJECTS empty = the config's.
 BENCHMARK ?= $(DATA_DIR)/sft/bench_agieval_gaokao_zh.jsonl
@@ -36,7 +46,7 @@ export DS_ACCELERATOR ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,cpu)
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup corpus vocab merge-tokenizer standin init pack pretrain eval benchmark demo test bench lint clean help
+.PHONY: setup corpus vocab merge-tokenizer standin init pack pretrain eval benchmark sft chat demo test bench lint clean help
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -73,10 +83,12 @@ pack: setup ## tokenize + pack the corpus into cached blocks -> $(ART)/cache/<ke
 	$(PY) -m pretrain pack --config $(PACK_CONFIG) --tokenizer_dir $(ART)/tokenizer --corpus_dir $(ART)/corpus \
 	  --cache_dir $(ART)/cache $(ARGS)
 
-pretrain: setup standin init ## continued pretraining with DeepSpeed (NPROC processes) -> $(ART)/pretrain/$(RUN)/final
+pretrain: setup ## standin + init, then continued pretraining with DeepSpeed -> $(ART)/pretrain/$(RUN)/final
+	$(MAKE) --no-print-directory standin ARGS="$(STANDIN_ARGS)"
+	$(MAKE) --no-print-directory init ARGS="$(INIT_ARGS)"
 	$(PY) -m pretrain train --config $(PRETRAIN_CONFIG) --model_dir $(ART)/pretrain/$(RUN)/init \
 	  --tokenizer_dir $(ART)/tokenizer --corpus_dir $(ART)/corpus --cache_dir $(ART)/cache \
-	  --run_dir $(ART)/pretrain/$(RUN) --nproc $(NPROC) $(ARGS) $(TRAIN_ARGS)
+	  --run_dir $(ART)/pretrain/$(RUN) $(if $(NPROC),--nproc $(NPROC)) $(ARGS) $(TRAIN_ARGS)
 
 eval: setup ## perplexity, bits/char, bits/byte of MODEL on EVAL_FILES (vs BASELINE) -> $(ART)/eval
 	$(PY) -m pretrain eval --config $(EVAL_CONFIG) --model $(MODEL) $(addprefix --files ,$(EVAL_FILES)) \
@@ -87,24 +99,36 @@ benchmark: setup ## multiple-choice accuracy of MODEL (vs BASELINE="dirs") on BE
 	  --config $(BENCHMARK_CONFIG) --benchmark $(BENCHMARK) $(if $(SHOTS),--shots $(SHOTS)) \
 	  $(addprefix --subjects ,$(SUBJECTS)) --out_dir $(ART)/benchmark $(ARGS)
 
+sft: setup ## supervised chat fine-tuning of SFT_BASE (Llama-2 chat format, DeepSpeed) -> $(ART)/sft/$(RUN)/final
+	$(PY) -m sft train --config $(SFT_CONFIG) --model_dir $(SFT_BASE) --tokenizer_dir $(ART)/tokenizer \
+	  --data.train_files $(DATA_DIR)/sft/sft_train.jsonl --data.eval_files $(DATA_DIR)/sft/sft_heldout.jsonl \
+	  --run_dir $(ART)/sft/$(RUN) $(if $(NPROC),--nproc $(NPROC)) $(ARGS) $(SFT_ARGS)
+
+chat: setup ## talk to CHAT_MODEL in the terminal (multi-turn, streamed; ARGS="--system '...'")
+	$(PY) -m sft chat --config configs/sft/chat.yaml --model $(CHAT_MODEL) $(ARGS)
+
 demo: setup ## the whole chain on the default data with a small stand-in model
 	$(MAKE) corpus CORPUS_ARGS="$(DEMO_CORPUS_ARGS)"
 	$(MAKE) vocab
 	$(MAKE) merge-tokenizer
 	$(MAKE) pretrain TRAIN_ARGS="--max_steps 40 --overwrite"
 	$(MAKE) eval MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin \
-	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english.txt"
+	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english_eval_pydoc.txt"
 	$(MAKE) benchmark MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin BENCHMARK_CONFIG=configs/mcq/score_agieval.yaml SUBJECTS="history geography biology" ARGS="--max_questions_per_subject 15 --method both"
-	@echo "demo done: see $(ART)/tokenizer/report.md and $(ART)/eval/report.md"
+	$(MAKE) sft SFT_ARGS="--overwrite"
+	$(PY) -m sft generate --config configs/sft/generate.yaml --model $(ART)/sft/$(RUN)/final \
+	  --input $(DATA_DIR)/sft/sft_heldout.jsonl --output $(ART)/sft/$(RUN)/generations.jsonl \
+	  --tiers '[A]' --limit 4 --generation.max_new_tokens 48
+	@echo "demo done: see $(ART)/tokenizer/report.md, $(ART)/eval/report.md, $(ART)/sft/$(RUN)/generations.jsonl"
 
 test: setup ## the full test suite (CPU, < 15 min on 2 cores)
 	$(PY) -m pytest tests -q $(ARGS)
 
 bench: setup ## every benchmark in bench/ (prints ratios against a same-run baseline)
-	for b in corpus tokenizer init packing train eval mcq; do $(PY) bench/$$b.py || exit 1; done
+	for b in corpus tokenizer init packing train eval mcq sft; do $(PY) bench/$$b.py || exit 1; done
 
 lint: setup
-	$(PY) -m ruff check zhllama corpora vocab pretrain mcq tests bench
+	$(PY) -m ruff check zhllama corpora vocab pretrain mcq sft tests bench
 
 clean:
 	rm -rf $(ART)

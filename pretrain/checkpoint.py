@@ -4,7 +4,7 @@ Layout of ``run_dir/checkpoints/`` (DeepSpeed's own, plus what makes it self-des
 
     latest                      # text: the tag of the newest *complete* checkpoint, e.g. global_step40
     global_step20/ global_step40/   # DeepSpeed's mp_rank_00_model_states.pt + zero_pp_rank_*_optim_states.pt
-    global_step40/zhllama_complete.json   # written last: step, world size, files
+    global_step40/zhllama_complete.json   # written last: step, world size, each file's size and sha256
     config.json tokenizer.* meta.json     # the model config + tokenizer, so the dir alone can be consolidated
     zero_to_fp32.py                        # DeepSpeed's consolidation script (copied by DeepSpeed)
 
@@ -13,6 +13,10 @@ writes ``global_step<N>/`` with ``save_latest=False``, waits for every rank, the
 the completion marker and swaps ``latest`` atomically (temp file + rename), and only after that
 prunes old tags. A kill at any moment leaves ``latest`` on the previous, complete checkpoint; a
 half-written ``global_step<N>/`` is ignored by :func:`verify_checkpoint` and removed by the next prune.
+
+Corruption: the marker records every file's size and sha256 (hashed by all ranks in parallel at
+save time); :func:`verify_checkpoint` checks both before a resume, so a file damaged after the save,
+even without a size change, is refused with its name instead of failing deep inside DeepSpeed.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from zhllama.artifacts import atomic_write_json, atomic_write_text
+from zhllama.artifacts import atomic_write_json, atomic_write_text, sha256_file
 from zhllama.cli import UserError
 
 LATEST_NAME = "latest"
@@ -66,10 +70,11 @@ def verify_checkpoint(ckpt_dir: str | Path, world_size: int | None = None) -> tu
     """Check the checkpoint ``latest`` names before resuming; return ``(tag, completion record)``.
 
     Raises :class:`UserError` (naming the path) when there is no checkpoint, ``latest`` names a
-    missing or incomplete folder, a DeepSpeed file is missing or empty, or (ZeRO states are
-    per rank) ``world_size`` differs from the one that saved it.
+    missing or incomplete folder, a DeepSpeed file is missing, has another size or another sha256
+    than at save time, or (ZeRO states are per rank) ``world_size`` differs from the one that saved it.
     """
     import json
+    from concurrent.futures import ThreadPoolExecutor
 
     d = Path(ckpt_dir)
     tag = read_latest(d)
@@ -85,18 +90,49 @@ def verify_checkpoint(ckpt_dir: str | Path, world_size: int | None = None) -> tu
         record = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         raise UserError(f"cannot resume: checkpoint {tag_dir} is incomplete or corrupt (no valid {COMPLETE_NAME})") from None
+    older = [t for s, t in list_tags(d) if is_complete(d, t) and t != tag and s < (step_of_tag(tag) or 0)]
+    way_out = (f"; point {d / LATEST_NAME} at an older complete checkpoint ({', '.join(older)})" if older
+               else "; start again with --overwrite")
     for name, size in record.get("files_bytes", {}).items():
         f = tag_dir / name
         if not f.is_file():
-            raise UserError(f"cannot resume: checkpoint file missing: {f}")
+            raise UserError(f"cannot resume: checkpoint file missing: {f}{way_out}")
         if f.stat().st_size != size:
-            raise UserError(f"cannot resume: checkpoint file {f} has {f.stat().st_size} bytes, expected {size} (corrupt)")
+            raise UserError(f"cannot resume: checkpoint file {f} has {f.stat().st_size} bytes, expected {size} "
+                            f"(corrupt){way_out}")
+    expected = record.get("files_sha256", {})
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(expected)))) as pool:  # hashlib releases the GIL
+        actual = dict(zip(expected, pool.map(lambda n: sha256_file(tag_dir / n), expected), strict=True))
+    for name, digest in expected.items():
+        if actual[name] != digest:
+            raise UserError(f"cannot resume: checkpoint file {tag_dir / name} is corrupt (its sha256 differs from the "
+                            f"one recorded when it was saved){way_out}")
     if world_size is not None and record.get("world_size") not in (None, world_size):
         raise UserError(
             f"cannot resume: {tag_dir} was saved by {record['world_size']} processes, this run has {world_size}; "
             "ZeRO optimizer states are sharded per process"
         )
     return tag, record
+
+
+def newer_incomplete(ckpt_dir: str | Path, tag: str) -> list[tuple[str, str]]:
+    """``(tag, why)`` of every ``global_step*`` newer than ``tag``: what a resume from ``tag`` skips.
+
+    >>> newer_incomplete("run/checkpoints", "global_step3")   # doctest: +SKIP
+    [('global_step6', 'no zhllama_complete.json: its save never finished (killed mid-save?)')]
+    """
+    d = Path(ckpt_dir)
+    step = step_of_tag(tag) or 0
+    out = []
+    for s, t in list_tags(d):
+        if s <= step:
+            continue
+        if is_complete(d, t):
+            out.append((t, f"complete, but `{LATEST_NAME}` names {tag} (a later step of a run resumed from an "
+                           "earlier checkpoint?); it is removed at the next save"))
+        else:
+            out.append((t, f"no {COMPLETE_NAME}: its save never finished (killed mid-save?)"))
+    return out
 
 
 def save_checkpoint(engine: Any, ckpt_dir: str | Path, step: int, client_state: dict, keep_last: int,
@@ -112,12 +148,19 @@ def save_checkpoint(engine: Any, ckpt_dir: str | Path, step: int, client_state: 
     d = Path(ckpt_dir)
     tag = tag_for_step(step)
     engine.save_checkpoint(str(d), tag=tag, client_state=client_state, save_latest=False)
-    dist.barrier()  # every rank's shard is on disk before anyone publishes the tag
-    if dist.get_rank() == 0:
-        tag_dir = d / tag
-        files = {p.name: p.stat().st_size for p in sorted(tag_dir.iterdir()) if p.is_file() and p.name != COMPLETE_NAME}
-        atomic_write_json(tag_dir / COMPLETE_NAME, {"step": step, "world_size": dist.get_world_size(), "data": data or {},
-                                                  "files_bytes": files})
+    dist.barrier()  # every rank's shard is on disk before anyone hashes or publishes the tag
+    tag_dir = d / tag
+    rank, world = dist.get_rank(), dist.get_world_size()
+    names = sorted(p.name for p in tag_dir.iterdir() if p.is_file() and p.name != COMPLETE_NAME)
+    mine = {n: sha256_file(tag_dir / n) for i, n in enumerate(names) if i % world == rank}  # hash in parallel
+    gathered: list[dict | None] = [None] * world
+    dist.all_gather_object(gathered, mine)
+    if rank == 0:
+        digests = {k: v for part in gathered for k, v in (part or {}).items()}
+        atomic_write_json(tag_dir / COMPLETE_NAME, {
+            "step": step, "world_size": world, "data": data or {},
+            "files_bytes": {n: (tag_dir / n).stat().st_size for n in names},
+            "files_sha256": {n: digests[n] for n in names}})
         atomic_write_text(d / LATEST_NAME, tag)
         prune_checkpoints(d, keep_last)
     dist.barrier()

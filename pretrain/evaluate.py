@@ -83,6 +83,8 @@ class EvalConfig:
     """Weights/activations dtype; "auto" = bfloat16 on a GPU that has it, float32 otherwise. NLL sums are float64."""
     progress: bool = True
     """Show a tqdm progress bar while scoring."""
+    allow_training_text: bool = False
+    """Score a file even when its content is a training source recorded with MODEL (else refused)."""
 
     def __post_init__(self) -> None:
         if self.batch_tokens < 1:
@@ -389,6 +391,12 @@ def run(cfg: EvalConfig) -> int:
         docs_by_file[str(path)] = docs[: cfg.max_documents_per_file] if cfg.max_documents_per_file else docs
     if not any(t.strip() for docs in docs_by_file.values() for t in docs):
         raise UserError(f"empty evaluation set: no non-empty document in {', '.join(map(str, cfg.files))}")
+    from pretrain.provenance import recorded_sources, refuse_training_text
+
+    hashes = {str(p): artifacts.sha256_file(p) for p in cfg.files}
+    seen_in_training = {}
+    for path in [m for m in (cfg.model, cfg.baseline) if m is not None]:
+        seen_in_training.update(refuse_training_text(hashes, recorded_sources(path), str(path), cfg.allow_training_text))
 
     device, dtype = _resolve_device(cfg.device, cfg.dtype)
     from transformers.utils import logging as hf_logging
@@ -410,6 +418,7 @@ def run(cfg: EvalConfig) -> int:
             "bits_per_char": "total NLL / ln 2 / total Unicode characters",
             "bits_per_byte": "total NLL / ln 2 / total UTF-8 bytes",
         },
+        "seen_in_training": seen_in_training,
         "settings": {"window_tokens": window, "stride_tokens": stride, "batch_tokens": cfg.batch_tokens,
                      "device": device, "dtype": dtype, "text_field": cfg.text_field, "documents": n_docs},
         "models": {},
@@ -433,7 +442,7 @@ def run(cfg: EvalConfig) -> int:
     artifacts.atomic_write_json(out / "report.json", report)
     artifacts.atomic_write_text(out / "report.md", render_markdown(report))
     artifacts.atomic_write_bytes(out / "report.png", render_png(report))
-    artifacts.write_meta(out, config=cfg, inputs={str(p): artifacts.sha256_file(p) for p in cfg.files})
+    artifacts.write_meta(out, config=cfg, inputs=hashes)
     if "baseline" in report["models"]:
         print(compare_table(report))
     print(f"eval: {len(cfg.files)} file(s), {n_docs:,} documents -> {out}/report.md")

@@ -15,6 +15,7 @@ Invariant checked on every export: the consolidated state dict covers every weig
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +84,17 @@ def copy_tokenizer_files(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
-def export_final(ckpt_dir: str | Path, tag: str | None, out_dir: str | Path, cfg: Any) -> Path:
-    """Write ``out_dir`` atomically: safetensors model + tokenizer + meta.json (+ ``adapter/`` for LoRA)."""
+def export_final(ckpt_dir: str | Path, tag: str | None, out_dir: str | Path, cfg: Any,
+                 finalize: Callable[[Path], None] | None = None) -> Path:
+    """Write ``out_dir`` atomically: safetensors model + tokenizer + meta.json (+ ``adapter/`` for LoRA).
+
+    ``finalize(tmp_dir)``, if given, adds a stage's own files (e.g. SFT's chat template and
+    generation config) before the directory is swapped in, so ``out_dir`` is complete or absent.
+    """
     from pretrain.checkpoint import read_latest
     from pretrain.data import tokenizer_sha256
     from pretrain.lora import ADAPTER_DIR_NAME, save_adapter
+    from pretrain.provenance import SOURCES_KEY, recorded_sources
     from zhllama.artifacts import atomic_dir, write_meta
 
     ckpt = Path(ckpt_dir)
@@ -96,11 +103,15 @@ def export_final(ckpt_dir: str | Path, tag: str | None, out_dir: str | Path, cfg
     dtype = _source_dtype(Path(cfg.model_dir))
     with atomic_dir(out_dir) as tmp:
         if cfg.mode == "lora":
-            save_adapter(model, tmp / ADAPTER_DIR_NAME, base_model_dir=Path(cfg.model_dir).resolve())
+            save_adapter(model, tmp / ADAPTER_DIR_NAME, base_model_dir=Path(cfg.model_dir),
+                         final_dir=Path(out_dir) / ADAPTER_DIR_NAME)
             model = model.merge_and_unload()
         model.to(dtype).save_pretrained(tmp)
         copy_tokenizer_files(Path(cfg.tokenizer_dir), tmp)
+        recorded = {SOURCES_KEY: sources} if (sources := recorded_sources(ckpt)) else {}
         write_meta(tmp, config=cfg, inputs={"tokenizer": tokenizer_sha256(cfg.tokenizer_dir)},
-                   checkpoint=str(ckpt / tag), mode=cfg.mode,
+                   checkpoint=str(ckpt / tag), mode=cfg.mode, **recorded,
                    note="merged LoRA model; the adapter is in adapter/" if cfg.mode == "lora" else "")
+        if finalize is not None:
+            finalize(tmp)
     return Path(out_dir)

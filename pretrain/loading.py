@@ -2,8 +2,9 @@
 
 What a path holds decides how it loads (:func:`detect_kind`):
 
-- ``adapter_config.json``: a peft LoRA adapter; its ``base_model_name_or_path`` (a local dir,
-  absolute, relative to the working directory or to the adapter dir) is loaded first, the adapter
+- ``adapter_config.json``: a peft LoRA adapter; its ``base_model_name_or_path`` (a local dir:
+  relative to the adapter dir (what training writes), absolute, or relative to the working
+  directory; else the absolute path in ``zhllama_adapter.json``) is loaded first, the adapter
   applied and merged (``merge_and_unload``), so scoring runs a plain model;
 - ``latest`` or ``global_step<N>/`` (or a ``global_step<N>`` dir itself): a DeepSpeed checkpoint
   (``run_dir/checkpoints/``) with ``config.json`` beside it; ZeRO-1/2/3 shards are consolidated to
@@ -19,6 +20,7 @@ since its extra ids would index past the table. Example::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -118,9 +120,14 @@ def _resolve_base(adapter_dir: Path) -> Path:
         raise UserError(f"{cfg_path}: unreadable adapter config: {e}") from None
     if not base:
         raise UserError(f"{cfg_path}: no base_model_name_or_path; cannot tell which base model the adapter needs")
-    for candidate in (Path(base), adapter_dir / base):
+    candidates = [Path(base)] if Path(base).is_absolute() else [adapter_dir / base, Path(base)]
+    extra = adapter_dir / "zhllama_adapter.json"
+    if extra.is_file():
+        with contextlib.suppress(OSError, json.JSONDecodeError, TypeError, KeyError):
+            candidates.append(Path(json.loads(extra.read_text(encoding="utf-8"))["base_model_dir_absolute"]))
+    for candidate in candidates:
         if (candidate / "config.json").is_file():
-            return candidate
+            return candidate.resolve()
     raise UserError(f"{cfg_path}: base model {base!r} is not a local model directory (no config.json there)")
 
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from zhllama.artifacts import atomic_write_text
+from zhllama.artifacts import atomic_write_bytes, atomic_write_text
 
 METRICS_NAME = "metrics.jsonl"
 LOSS_PNG_NAME = "loss.png"
@@ -42,6 +42,42 @@ def truncate_metrics(path: str | Path, keep_through_step: int) -> int:
     if p.exists():
         atomic_write_text(p, "".join(json.dumps(r) + "\n" for r in kept))
     return len(kept)
+
+
+def truncate_tensorboard(logs_dir: str | Path, keep_through_step: int) -> int:
+    """Drop TensorBoard events with ``step > keep_through_step`` from every event file (atomic rewrite).
+
+    After a resume from step N the redone steps are logged again; without this, TensorBoard would
+    show them twice. Event files are TFRecord streams (length, CRC, bytes, CRC per record): kept
+    records are copied byte for byte. Returns the number of events dropped.
+    """
+    import struct
+
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    dropped = 0
+    for f in sorted(Path(logs_dir).glob("events.out.tfevents.*")):
+        data, pos, kept = f.read_bytes(), 0, bytearray()
+        while pos + 12 <= len(data):
+            (length,) = struct.unpack_from("<Q", data, pos)
+            end = pos + 12 + length + 4
+            if end > len(data):
+                break  # a torn last record (killed mid-write): drop it
+            event = Event.FromString(data[pos + 12: pos + 12 + length])
+            if event.step <= keep_through_step or not event.HasField("summary"):
+                kept += data[pos:end]
+            else:
+                dropped += 1
+            pos = end
+        if len(kept) != len(data):
+            atomic_write_bytes(f, bytes(kept))
+    return dropped
+
+
+def truncate_logs(logs_dir: str | Path, keep_through_step: int) -> None:
+    """Before a resume from step N: drop what the interrupted run logged after N (JSON lines and TensorBoard)."""
+    truncate_metrics(Path(logs_dir) / METRICS_NAME, keep_through_step)
+    truncate_tensorboard(logs_dir, keep_through_step)
 
 
 class MetricsLogger:
@@ -79,7 +115,8 @@ class MetricsLogger:
         if self._tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(f"train/{key}", value, record["step"])
+                    tag = f"eval/{key[len('eval_'):]}" if key.startswith("eval_") else f"train/{key}"
+                    self._tb.add_scalar(tag, value, record["step"])
 
     def close(self) -> None:
         if self._file is not None:
@@ -92,7 +129,8 @@ class MetricsLogger:
 
 
 def plot_loss(records: list[dict], out_png: str | Path, title: str = "training loss") -> Path:
-    """Draw loss against step (and the learning rate on a second axis) into ``out_png``."""
+    """Draw the training loss, the held-out loss when evaluated (``eval_loss``) and the learning rate
+    (second axis) against the step into ``out_png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,7 +139,11 @@ def plot_loss(records: list[dict], out_png: str | Path, title: str = "training l
     steps = [r["step"] for r in records if "loss" in r]
     losses = [r["loss"] for r in records if "loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot(steps, losses, color="tab:blue", label="loss")
+    ax.plot(steps, losses, color="tab:blue", label="train loss")
+    held_out = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    if held_out:
+        ax.plot([s for s, _ in held_out], [v for _, v in held_out], "o-", color="tab:green", label="held-out loss")
+        ax.legend(loc="upper right")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.set_title(title)

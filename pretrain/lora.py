@@ -13,7 +13,8 @@ the transformer blocks get low-rank adapters. Example::
 The known failure of the peer projects is an adapter that cannot be loaded back because its
 ``embed_tokens``/``lm_head`` copies have the merged vocabulary's shape while the base it names has
 Llama-2's 32k rows. Here the adapter always names the resized ``init`` directory as its base
-(``base_model_name_or_path``) and :func:`load_adapter` checks the shapes first, with a message.
+(``base_model_name_or_path``, relative to the adapter, so a moved run keeps working) and
+:func:`load_adapter` checks the shapes first, with a message.
 """
 from __future__ import annotations
 
@@ -94,13 +95,24 @@ def load_adapter(base_model_dir: str | Path, adapter_dir: str | Path, **load_kwa
     return PeftModel.from_pretrained(base, str(adapter))
 
 
-def save_adapter(peft_model: Any, out_dir: str | Path, base_model_dir: str | Path) -> Path:
-    """Save the adapter into ``out_dir`` naming ``base_model_dir`` (the resized base) as its base."""
+def save_adapter(peft_model: Any, out_dir: str | Path, base_model_dir: str | Path,
+                 final_dir: str | Path | None = None) -> Path:
+    """Save the adapter into ``out_dir`` naming ``base_model_dir`` (the resized base) as its base.
+
+    The base is recorded relative to the adapter's final location ``final_dir`` (default ``out_dir``;
+    differs when ``out_dir`` is a temp dir swapped in later), e.g. ``../../init`` for
+    ``run/final/adapter`` and ``run/init``, so a moved or copied run still finds its base;
+    ``zhllama_adapter.json`` also keeps the absolute path as a fallback.
+    """
     import json
+    import os
 
     out = Path(out_dir)
-    peft_model.peft_config["default"].base_model_name_or_path = str(base_model_dir)
+    base = Path(base_model_dir).resolve()
+    relative = os.path.relpath(base, Path(final_dir or out).resolve())
+    peft_model.peft_config["default"].base_model_name_or_path = relative
     peft_model.save_pretrained(str(out))
     vocab = int(peft_model.get_base_model().config.vocab_size)
-    (out / "zhllama_adapter.json").write_text(json.dumps({"vocab_size": vocab}) + "\n", encoding="utf-8")
+    (out / "zhllama_adapter.json").write_text(
+        json.dumps({"vocab_size": vocab, "base_model_dir_absolute": str(base)}) + "\n", encoding="utf-8")
     return out

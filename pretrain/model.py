@@ -57,6 +57,75 @@ def read_llama_config(model_dir: str | Path) -> dict:
     return cfg
 
 
+def safetensors_header(path: Path) -> dict:
+    """The JSON header of a ``.safetensors`` file (tensor name -> dtype, shape, data offsets), checked
+    against the file size; a truncated or non-safetensors file is a :class:`UserError` naming it."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise UserError(f"{path}: truncated ({size} bytes): not a safetensors file")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise UserError(f"{path}: truncated ({size} bytes) or not a safetensors file: its header says "
+                            f"{n:,} header bytes")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{path}: corrupt safetensors header") from None
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    end = 8 + n + max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
+    if size < end:
+        raise UserError(f"{path}: truncated: {size:,} bytes, its header describes {end:,} (copy it again)")
+    return tensors
+
+
+def check_weights_match_config(model_dir: str | Path) -> None:
+    """Every safetensors weight file complete, and the shapes ``config.json`` implies are the weights' shapes.
+
+    Reads only the file headers (fast for any size). Raises :class:`UserError` with one line naming
+    the file and the first tensor that differs, e.g. ``config.json says [32000, 4096] but the weights
+    have [55296, 4096]``. ``pytorch_model.bin`` checkpoints are not checked (their shapes need unpickling).
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    d = Path(model_dir)
+    if (d / "model.safetensors.index.json").is_file():
+        index = json.loads((d / "model.safetensors.index.json").read_text(encoding="utf-8"))
+        files = sorted({d / f for f in index.get("weight_map", {}).values()})
+    elif (d / "model.safetensors").is_file():
+        files = [d / "model.safetensors"]
+    else:
+        return
+    found: dict[str, tuple[list[int], Path]] = {}
+    for f in files:
+        if not f.is_file():
+            raise UserError(f"{f}: missing (listed in {d / 'model.safetensors.index.json'})")
+        found.update({name: (list(v["shape"]), f) for name, v in safetensors_header(f).items()})
+    try:
+        config = LlamaConfig.from_pretrained(str(d), local_files_only=True)
+        with torch.device("meta"):
+            expected = {k: list(v.shape) for k, v in LlamaForCausalLM(config).state_dict().items()}
+    except (ValueError, TypeError, KeyError) as e:
+        raise UserError(f"{d / 'config.json'}: not a usable Llama config: {e}") from None
+    for name, shape in expected.items():
+        if name not in found:
+            if name == "lm_head.weight" and config.tie_word_embeddings:
+                continue
+            raise UserError(f"{d}: config.json describes {name} {shape} but the weights have no such tensor "
+                            "(config.json and the weights do not belong together)")
+        if found[name][0] != shape:
+            raise UserError(f"{found[name][1]}: {name} has shape {found[name][0]} but config.json says {shape} "
+                            "(config.json and the weights do not belong together)")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise UserError(f"{found[extra[0]][1]}: tensor {extra[0]} is not part of the model config.json describes "
+                        f"({len(extra)} such)")
+
+
 def load_llama(model_dir: str | Path, **kwargs: Any):
     """``LlamaForCausalLM.from_pretrained(model_dir)`` for a validated local directory (fp32 by default).
 

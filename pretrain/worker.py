@@ -4,7 +4,7 @@
 the packed-blocks cache path, the checkpoint tag to resume from) and starts one of these per GPU
 (or per CPU process) with ``deepspeed`` or ``torchrun``; rank and world size come from the
 environment the launcher sets (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...).
-The loop itself is :func:`pretrain.train.train_worker`.
+The spec names the stage's Task (``"module:Class"``); the loop is :func:`pretrain.engine.loop.train_worker`.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m pretrain.worker SPEC.json (written by `python -m pretrain train`)", file=sys.stderr)
         return 2
     spec = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    from pretrain.train import train_worker
+    from pretrain.engine.loop import train_worker
 
     train_worker(spec)
     return 0

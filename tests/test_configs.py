@@ -13,7 +13,7 @@ import pytest
 
 from zhllama import REPO_ROOT
 from zhllama.cli import _resolve
-from zhllama.config import ConfigError, load_config
+from zhllama.config import ConfigError, load_config, to_dict
 
 CONFIGS = REPO_ROOT / "configs"
 YAMLS = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "deepspeed")
@@ -39,10 +39,29 @@ def test_there_are_configs_for_every_stage():
     assert {"corpora", "vocab", "pretrain"} <= stages
 
 
+def _assert_applied(yaml_value, cfg_value, where: str) -> None:
+    """Every value written in the YAML is the one the config holds (nothing ignored or reset)."""
+    if isinstance(yaml_value, dict):
+        assert isinstance(cfg_value, dict), where
+        for key, value in yaml_value.items():
+            assert key in cfg_value, f"{where}.{key}"
+            _assert_applied(value, cfg_value[key], f"{where}.{key}")
+    elif isinstance(yaml_value, list):
+        assert isinstance(cfg_value, list) and len(cfg_value) == len(yaml_value), where
+        for i, (a, b) in enumerate(zip(yaml_value, cfg_value, strict=True)):
+            _assert_applied(a, b, f"{where}[{i}]")
+    else:
+        assert cfg_value == yaml_value, f"{where}: YAML says {yaml_value!r}, the config holds {cfg_value!r}"
+
+
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_yaml_loads_strictly(path):
-    cfg = load_config(_config_class(path), path)
-    assert cfg is not None
+    import yaml
+
+    cls = _config_class(path)
+    cfg = load_config(cls, path)
+    assert type(cfg) is cls
+    _assert_applied(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, to_dict(cfg), path.name)
 
 
 @pytest.mark.parametrize("path", sorted((CONFIGS / "deepspeed").glob("*.json")), ids=lambda p: p.name)

@@ -29,11 +29,29 @@ from zhllama.config import to_dict
 
 META_NAME = "meta.json"
 
+
 def _default_mode(is_dir: bool) -> int:
     # mkstemp/mkdtemp create 0600/0700 files; artifacts should get the usual umask-based modes.
     umask = os.umask(0)
     os.umask(umask)
     return (0o777 if is_dir else 0o666) & ~umask
+
+
+def _apply_default_modes(root: Path) -> None:
+    """Give every file and folder under ``root`` the modes a plain ``open``/``mkdir`` would (umask-based).
+
+    Libraries that write through a private temp file hand back 0600 files (``safetensors``'
+    ``save_file``, hence every ``save_pretrained`` model); an artifact must be readable like any other
+    file its owner writes. Executable files keep their execute bits (subject to the umask).
+    """
+    file_mode, dir_mode = _default_mode(is_dir=False), _default_mode(is_dir=True)
+    for p in [root, *root.rglob("*")]:
+        if p.is_symlink():
+            continue
+        if p.is_dir():
+            os.chmod(p, dir_mode)
+        elif p.is_file():
+            os.chmod(p, dir_mode if p.stat().st_mode & 0o111 else file_mode)
 
 
 _TRACKED_PACKAGES = (
@@ -115,7 +133,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Build a directory under a temp name; on success swap it in for ``path``.
 
-    On an exception the temp directory is removed and ``path`` is untouched::
+    Files and folders in it get umask-based modes (not the 0600 some writers leave). On an
+    exception the temp directory is removed and ``path`` is untouched::
 
         with atomic_dir("artifacts/tokenizer") as tmp:
             (tmp / "tokenizer.model").write_bytes(model_bytes)
@@ -123,9 +142,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    os.chmod(tmp, _default_mode(is_dir=True))
     try:
         yield tmp
+        _apply_default_modes(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -136,6 +155,17 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def pid_running(pid: int) -> bool:
+    """True when process ``pid`` exists on this machine (stale locks and scratch dirs name dead ones)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def build_meta(config: Any = None, inputs: dict[str, str] | None = None, **extra: Any) -> dict:

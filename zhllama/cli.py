@@ -20,18 +20,32 @@ class UserError(Exception):
     """Bad input from the user (missing file, wrong format...): printed as one line, exit 2."""
 
 
+class Interrupted(Exception):
+    """A command stopped on a signal after cleaning up: printed as one line, exit ``128 + signum``."""
+
+    def __init__(self, signum: int, what: str = ""):
+        import signal
+
+        super().__init__(f"interrupted by {signal.Signals(signum).name}" + (f": {what}" if what else ""))
+        self.signum = signum
+
+
 Command = tuple[Any, Any, str]
 """(config class or "module:Name", run function or "module:name", help text). Strings are imported
 lazily so ``python -m STAGE --help`` stays fast and one broken command cannot break the others."""
 
 
-def _resolve(obj: Any) -> Any:
+def import_object(obj: Any) -> Any:
+    """``"package.module:Name"`` -> the object (anything else is returned as is)."""
     if isinstance(obj, str):
         import importlib
 
         module, _, name = obj.partition(":")
         return getattr(importlib.import_module(module), name)
     return obj
+
+
+_resolve = import_object
 
 
 def _usage(stage: str, commands: dict[str, Command]) -> str:
@@ -89,6 +103,12 @@ def main(stage: str, commands: dict[str, Command], argv: list[str] | None = None
     except (UserError, ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:  # Ctrl-C outside a section that handles it (nothing left running)
+        print("error: interrupted by SIGINT", file=sys.stderr)
+        return 130
     return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0
 
 

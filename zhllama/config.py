@@ -20,6 +20,7 @@ Nested dataclasses are addressed with dots (``--optim.lr 3e-4``); lists take YAM
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
@@ -78,6 +80,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         vt = args[1] if len(args) == 2 else Any
         return {k: _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string; it is a number here
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected float, got {value!r}")
         return float(value)
@@ -141,14 +145,19 @@ def to_dict(cfg: Any) -> dict:
     return conv(cfg)
 
 
+class Repeated(list):
+    """The values of a key given more than once on the command line, in order (resolved by type)."""
+
+
 def parse_overrides(argv: list[str]) -> dict:
     """``['--a.b', '3', '--c', 'x']`` -> ``{'a': {'b': 3}, 'c': 'x'}`` (values parsed as YAML).
 
     ``--flag`` with no value (end of argv or followed by another ``--key``) means ``true``.
-    A key given more than once collects a list: ``--text a --text b`` -> ``{'text': ['a', 'b']}``.
+    A key given more than once keeps every value as a :class:`Repeated` list; :func:`load_config`
+    resolves it by the field's type: for a list field a scalar appends and a list replaces
+    (``--text a --text b`` -> ``['a', 'b']``), for any other field the LAST value wins, so
+    ``make corpus ARGS="--out_dir X"`` overrides the ``--out_dir`` the Makefile passed before it.
     """
-    seen: set[str] = set()
-    _repeated: set[str] = set()
     out: dict = {}
     i = 0
     while i < len(argv):
@@ -172,13 +181,40 @@ def parse_overrides(argv: list[str]) -> dict:
         parts = key.split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
-        if key in seen:
-            prev = node[parts[-1]]
-            node[parts[-1]] = (prev if isinstance(prev, list) and key in _repeated else [prev]) + [value]
-            _repeated.add(key)
+            if not isinstance(node, dict):
+                raise ConfigError(f"--{key}: {p!r} was given a value, it cannot also have keys")
+        leaf = parts[-1]
+        if leaf in node:
+            prev = node[leaf]
+            node[leaf] = Repeated([*prev, value]) if isinstance(prev, Repeated) else Repeated([prev, value])
         else:
-            node[parts[-1]] = value
-        seen.add(key)
+            node[leaf] = value
+    return out
+
+
+def _is_list_type(tp: Any) -> bool:
+    if typing.get_origin(tp) in (list, tuple):
+        return True
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and any(_is_list_type(a) for a in typing.get_args(tp))
+
+
+def _resolve_repeated(d: dict, cls: Any) -> dict:
+    """Collapse :class:`Repeated` values: list fields collect (a list value replaces), others keep the last."""
+    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    out = {}
+    for k, v in d.items():
+        tp = hints.get(k)
+        if isinstance(v, Repeated):
+            if _is_list_type(tp):
+                acc: list = []
+                for item in v:
+                    acc = list(item) if isinstance(item, list) else [*acc, item]
+                v = acc
+            else:
+                v = v[-1]
+        if isinstance(v, dict) and dataclasses.is_dataclass(tp):
+            v = _resolve_repeated(v, tp)
+        out[k] = v
     return out
 
 
@@ -226,6 +262,6 @@ def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | di
     source = str(path) if path else cls.__name__
     if overrides:
         extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
-        data = _deep_merge(data, _stringify_paths(dict(extra), cls))
+        data = _deep_merge(data, _stringify_paths(_resolve_repeated(dict(extra), cls), cls))
         source = f"{source} (+overrides)"
     return _from_dict(cls, data, source)

@@ -39,3 +39,28 @@ def test_tree_hash_changes_with_content_and_ignores_meta(tmp_path):
     assert sha256_tree(tmp_path) == h1
     (tmp_path / "a").write_text("2")
     assert sha256_tree(tmp_path) != h1
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_atomic_dir_gives_files_umask_modes_even_when_a_library_writes_them_0600(tmp_path, umask):
+    import os
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(umask)
+    try:
+        with atomic_dir(tmp_path / "model") as d:
+            save_file({"w": torch.zeros(2)}, d / "model.safetensors")  # safetensors writes 0600
+            (d / "sub").mkdir()
+            (d / "sub" / "config.json").write_text("{}")
+            (d / "run.sh").write_text("#!/bin/sh\n")
+            os.chmod(d / "run.sh", 0o755)
+    finally:
+        os.umask(old)
+    mode = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode)
+            for p in [tmp_path / "model", *(tmp_path / "model").rglob("*")]}
+    assert mode == {"model": 0o777 & ~umask, "model/model.safetensors": 0o666 & ~umask,
+                    "model/sub": 0o777 & ~umask, "model/sub/config.json": 0o666 & ~umask,
+                    "model/run.sh": 0o777 & ~umask}

@@ -42,6 +42,9 @@ def test_yaml_then_overrides(tmp_path):
 
 def test_int_is_accepted_for_float_but_not_the_reverse():
     assert load_config(Cfg, None, ["--optim.lr", "1"]).optim.lr == 1.0
+    assert load_config(Cfg, None, ["--optim.lr", "1e-4"]).optim.lr == 1e-4  # YAML 1.1 reads this as a string
+    with pytest.raises(ConfigError, match=r"lr: expected float"):
+        load_config(Cfg, None, ["--optim.lr", "fast"])
     with pytest.raises(ConfigError, match=r"block_size_tokens: expected int"):
         load_config(Cfg, None, ["--block_size_tokens", "1.5"])
 
@@ -84,3 +87,14 @@ def test_optional_accepts_null_and_round_trips_to_dict():
 def test_parse_overrides_rejects_positional_values():
     with pytest.raises(ConfigError):
         parse_overrides(["value-without-key"])
+
+
+def test_a_key_given_twice_keeps_the_last_value_unless_it_is_a_list():
+    # The Makefile passes `--out_dir X`, then the user's ARGS: the user's value must win.
+    cfg = load_config(Cfg, None, ["--out_dir", "a", "--name", "x", "--out_dir", "b", "--optim.lr", "1",
+                                  "--optim.lr", "2", "--flag", "--flag", "false", "--name", "y"])
+    assert cfg.out_dir == Path("b") and cfg.name == "y" and cfg.optim.lr == 2.0 and cfg.flag is False
+    # A list field collects scalars; a list value replaces what came before it.
+    assert load_config(Cfg, None, ["--files", "a", "--files", "b"]).files == ["a", "b"]
+    assert load_config(Cfg, None, ["--files", "a", "--files", "[c, d]"]).files == ["c", "d"]
+    assert load_config(Cfg, None, ["--files", "a", "--files", "[]"]).files == []

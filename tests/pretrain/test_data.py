@@ -265,6 +265,10 @@ def test_mixture_share_respected(base_tokenizer_dir, corpus_dir, tmp_path, engli
     # Same seed, same stream; a different seed interleaves differently.
     again = build_or_load_blocks(base_tokenizer_dir, corpus_dir, tmp_path / "again", cfg)
     assert (again.path / "blocks.npy").read_bytes() == (mixed.path / "blocks.npy").read_bytes()
+    other = build_or_load_blocks(base_tokenizer_dir, corpus_dir, tmp_path / "other", dataclasses.replace(cfg, seed=8))
+    assert other.path.name != mixed.path.name
+    assert other.n_tokens == pytest.approx(mixed.n_tokens, rel=0.05)
+    assert not np.array_equal(read_stream(other), read_stream(mixed))
 
 
 def test_key_follows_corpus_content(base_tokenizer_dir, tmp_path, cfg):
@@ -274,6 +278,38 @@ def test_key_follows_corpus_content(base_tokenizer_dir, tmp_path, cfg):
     assert cache_path(base_tokenizer_dir, corpus, tmp_path / "cache", dataclasses.replace(cfg, add_eos=False)) != before
     write_corpus(corpus, [["第一篇文档。" * 30, "第二篇改了。" * 30]])
     assert cache_path(base_tokenizer_dir, corpus, tmp_path / "cache", cfg) != before
+
+
+def test_key_follows_every_option_that_changes_the_blocks(base_tokenizer_dir, corpus_dir, tmp_path):
+    """A run asking for another mixture share, mixture seed, framing... must never reuse another's cache."""
+    english = tmp_path / "english.txt"
+    english.write_text(ENGLISH_TXT.read_text(encoding="utf-8"), encoding="utf-8")
+    base = PackConfig(block_size_tokens=BLOCK, mixture=[MixtureSource(path=str(english), share=0.05)], seed=0)
+
+    def key(c: PackConfig) -> str:
+        return cache_path(base_tokenizer_dir, corpus_dir, tmp_path / "cache", c).name
+
+    def with_mixture(**kw) -> PackConfig:
+        return dataclasses.replace(base, mixture=[dataclasses.replace(base.mixture[0], **kw)])
+
+    changed = {
+        "mixture share": with_mixture(share=0.25), "mixture seed": dataclasses.replace(base, seed=1),
+        "add_bos": dataclasses.replace(base, add_bos=False), "add_eos": dataclasses.replace(base, add_eos=False),
+        "block size": dataclasses.replace(base, block_size_tokens=2 * BLOCK),
+        "corpus text field": dataclasses.replace(base, text_field="body"),
+        "mixture text field": with_mixture(text_field="body"),
+        "no mixture": dataclasses.replace(base, mixture=[]),
+    }
+    keys = {name: key(c) for name, c in changed.items()}
+    before = key(base)
+    assert before not in keys.values() and len(set(keys.values())) == len(keys), keys
+    english.write_text(ENGLISH_TXT.read_text(encoding="utf-8") + "One more line.\n", encoding="utf-8")
+    assert key(base) != before  # the mixture file's content
+    # Read-side and speed options do not change the blocks: same key.
+    same = [dataclasses.replace(base, num_proc=2), dataclasses.replace(base, map_batch_size_docs=7),
+            dataclasses.replace(base, restart_position_ids=True)]
+    assert {key(c) for c in same} == {key(base)}
+    assert key(dataclasses.replace(base, mixture=[], seed=5)) == keys["no mixture"]  # no mixture: the seed is unused
 
 
 def test_crash_leaves_no_half_cache(base_tokenizer_dir, corpus_dir, tmp_path, cfg, monkeypatch):
@@ -303,7 +339,11 @@ def test_fewer_tokens_than_one_block_is_a_clear_error(base_tokenizer_dir, tmp_pa
     corpus = write_corpus(tmp_path / "c", [["很短的文本。"]])
     with pytest.raises(UserError, match="fewer than one block"):
         build_or_load_blocks(base_tokenizer_dir, corpus, tmp_path / "cache", PackConfig(block_size_tokens=512))
-    assert list((tmp_path / "cache").iterdir()) == []  # no half cache, no scratch left behind
+    assert not (tmp_path / "cache").exists()  # no half cache, no scratch, not even an empty cache folder
+    (tmp_path / "cache").mkdir()
+    with pytest.raises(UserError, match="fewer than one block"):
+        build_or_load_blocks(base_tokenizer_dir, corpus, tmp_path / "cache", PackConfig(block_size_tokens=512))
+    assert list((tmp_path / "cache").iterdir()) == []  # a cache root that existed stays, empty
 
 
 def test_stale_scratch_of_dead_build_removed(tmp_path):

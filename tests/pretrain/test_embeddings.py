@@ -134,6 +134,23 @@ def test_init_keeps_old_rows_and_sets_new_rows_to_the_mean_of_their_pieces(
     assert check_tokenizer_extends(out, extended_tokenizer_dir).fits
 
 
+def test_default_init_gives_a_tied_model_mean_of_pieces_rows(tmp_path, tied_llama_dir, extended_tokenizer_dir, base_sp):
+    """README: under the default init a tied head uses the mean (its one matrix is the input side)."""
+    from transformers import AutoModelForCausalLM
+
+    old_in, _ = _weights(tied_llama_dir)
+    out = tmp_path / "init"
+    assert run(InitConfig(model_dir=tied_llama_dir, tokenizer_dir=extended_tokenizer_dir, out_dir=out)) == 0
+    assert json.loads((out / "meta.json").read_text())["config"]["init_method"] == InitConfig().init_method
+    model = AutoModelForCausalLM.from_pretrained(out)
+    emb, head = model.get_input_embeddings().weight.detach(), model.get_output_embeddings().weight.detach()
+    assert emb.data_ptr() == head.data_ptr()  # still tied
+    pieces = tokenizer_pieces(out)
+    n_old, n_tok = old_in.shape[0], 32300
+    ids = torch.tensor([[base_sp.piece_to_id(c) for c in pieces[i]] for i in range(n_old, n_tok)])
+    assert torch.allclose(emb[n_old:n_tok], old_in[ids].mean(dim=1), atol=1e-7, rtol=0)
+
+
 def test_every_method_keeps_old_rows_and_fills_new_ones(tiny_llama_dir, extended_tokenizer_dir):
     check, _, sources = plan_sources(tiny_llama_dir, extended_tokenizer_dir)
     base = load_llama(tiny_llama_dir)

@@ -126,7 +126,8 @@ def test_total_nll_equals_direct_cross_entropy(tiny, texts):
     # Chinese has more bytes than characters, so bits/byte < bits/char there; equal for ASCII English
     zh, en = result["files"]["zh"], result["files"]["en"]
     assert zh["bits_per_byte"] < zh["bits_per_char"]
-    assert en["utf8_bytes"] == en["characters"] or en["bits_per_byte"] < en["bits_per_char"]
+    assert all(t.isascii() for t in docs["en"])  # the fixture's English lines: 1 byte per character
+    assert en["utf8_bytes"] == en["characters"] and en["bits_per_byte"] == pytest.approx(en["bits_per_char"], rel=1e-12)
 
 
 def test_window_equal_to_stride_scores_non_overlapping_chunks(tiny, texts):
@@ -270,6 +271,61 @@ def test_lora_adapter_dir_loads_with_its_base(tmp_path, tiny_llama_dir, tiny, te
     plain = sum(s.nll_nats for s in score_documents(tiny.model, ids, window_tokens=256, stride_tokens=128))
     assert got == pytest.approx(direct, rel=1e-5)
     assert got != pytest.approx(plain, rel=1e-4)
+
+
+def test_a_moved_run_still_finds_the_base_of_its_lora_adapter(tmp_path, tiny_llama_dir):
+    from pretrain.lora import LoraSettings, apply_lora, save_adapter
+    from pretrain.model import load_llama
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_llama_dir, run_dir / "init")
+    torch.manual_seed(0)
+    peft_model = apply_lora(load_llama(run_dir / "init"), LoraSettings(r=4, target_modules=["q_proj"], modules_to_save=[]))
+    save_adapter(peft_model, run_dir / "final" / "adapter", base_model_dir=run_dir / "init")
+    assert json.loads((run_dir / "final" / "adapter" / "adapter_config.json").read_text())[
+        "base_model_name_or_path"] == "../../init"
+    moved = tmp_path / "elsewhere" / "run_moved"
+    moved.parent.mkdir()
+    shutil.move(run_dir, moved)
+    loaded = load_model_and_tokenizer(moved / "final" / "adapter")
+    assert loaded.kind == "lora" and loaded.base_path == (moved / "init").resolve()
+    # from another working directory too (a relative base must not be read against the cwd)
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert load_model_and_tokenizer(moved / "final" / "adapter").base_path == (moved / "init").resolve()
+    finally:
+        os.chdir(cwd)
+
+
+def test_eval_refuses_a_file_the_model_was_trained_on(tmp_path, tiny_llama_dir, capsys):
+    """The demo's old mistake: English bits/char on the very file mixed into training."""
+    from zhllama.artifacts import sha256_file
+
+    english, held_out = REPO_ROOT / "tests" / "data" / "english.txt", REPO_ROOT / "tests" / "data" / "english_eval_pydoc.txt"
+    model = tmp_path / "final"
+    shutil.copytree(tiny_llama_dir, model)
+    (model / "meta.json").write_text(json.dumps({"training_sources_sha256": {"mixture/english.txt": sha256_file(english)}}))
+    renamed = tmp_path / "renamed.txt"
+    shutil.copy(english, renamed)
+    common = ["eval", "--model", str(model), "--max_documents_per_file", "2", "--progress", "false"]
+    for path in (english, renamed):  # by content, whatever the name
+        rc = cli_main("pretrain", _commands(), [*common, "--files", str(path), "--out_dir", str(tmp_path / "o1")])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"{path} has the same content as mixture/english.txt, a training source of {model}" in err
+    assert not (tmp_path / "o1").exists()
+    assert cli_main("pretrain", _commands(), [*common, "--files", str(held_out), "--out_dir", str(tmp_path / "o2")]) == 0
+    rc = cli_main("pretrain", _commands(), [*common, "--files", str(english), "--files", str(held_out),
+                                            "--allow_training_text", "--out_dir", str(tmp_path / "o3")])
+    assert rc == 0
+    assert json.loads((tmp_path / "o3" / "report.json").read_text())["seen_in_training"] == {
+        str(english): "mixture/english.txt"}
+
+
+def _commands() -> dict:
+    from pretrain.__main__ import COMMANDS
+
+    return COMMANDS
 
 
 _DS_SCRIPT = textwrap.dedent("""

@@ -1,16 +1,19 @@
 """Real DeepSpeed runs on CPU through the CLI (``python -m pretrain train``), tiny Llama, a few steps.
 
-Four launches share the work (each costs ~10-25 s on 2 idle cores, plus ~35 s once to compile
-DeepSpeed's comm op): ZeRO-2 with 2 processes (loss, layout, export, logs), a resume of it in a
-new process from a checkpoint whose successor was killed mid-save, ZeRO-3 + LoRA under
-``torchrun``, and two "nodes" on loopback (two ``deepspeed --no_ssh`` launchers, node ranks 0 and
-1, one process each) training the embeddings only.
+Each launch costs ~10-25 s on 2 idle cores (plus ~35 s once to compile DeepSpeed's comm op):
+ZeRO-2 with 2 processes (loss, layout, export, logs), a resume of it in a new process from a
+checkpoint whose successor was killed mid-save, ZeRO-3 full (its optimizer groups against ZeRO-2's,
+held-out evaluation), ZeRO-3 + LoRA under ``torchrun``, two "nodes" on loopback (two ``deepspeed
+--no_ssh`` launchers, node ranks 0 and 1, one process each) training the embeddings only, a
+SIGINT and a SIGTERM to the CLI mid-run, and a 2-process save where one rank is slow to finish.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +29,7 @@ pytestmark = [pytest.mark.deepspeed, pytest.mark.slow]
 
 STEPS = 6
 COMMON = ["--data.block_size_tokens", "64", "--data.mixture", "[]", "--warmup_steps", "2", "--lr", "0.003",
-          "--micro_batch_size", "2"]
+          "--micro_batch_size", "2", "--eval_every_steps", "0"]
 
 
 def free_port() -> int:
@@ -86,6 +89,10 @@ def inputs(tmp_path_factory, extended_tokenizer_dir, zh_sample_texts) -> dict:
     with open(corpus / "train" / "shard-00000.jsonl", "w", encoding="utf-8") as f:
         for i, text in enumerate(zh_sample_texts[:20]):
             f.write(json.dumps({"id": f"zh{i}", "source": "zhwiki", "text": text[:1500]}, ensure_ascii=False) + "\n")
+    (corpus / "heldout").mkdir()
+    with open(corpus / "heldout" / "heldout.jsonl", "w", encoding="utf-8") as f:
+        for i, text in enumerate(zh_sample_texts[20:23]):
+            f.write(json.dumps({"id": f"h{i}", "source": "zhwiki", "text": text[:800]}, ensure_ascii=False) + "\n")
     return {"model_dir": model_dir, "tokenizer_dir": extended_tokenizer_dir, "corpus_dir": corpus,
             "cache_dir": root / "cache", "root": root}
 
@@ -160,14 +167,73 @@ def test_resume_in_new_process_reproduces_losses(zero2_run, inputs):
     out = run_cli(train_argv(inputs, run_dir, "--nproc", "2", "--max_steps", str(STEPS), "--save_every_steps", "3",
                              "--resume", "--launch.master_port", str(free_port())))
     assert "steps 3->6" in out
+    assert f"resuming from {ckpt / 'global_step3'} (step 3)\n  skipping newer global_step{STEPS}: no zhllama_complete.json" in out
     before, after = metrics(zero2_run), metrics(run_dir)
     assert [r["step"] for r in after] == list(range(1, STEPS + 1))  # no duplicated steps after the resume
     assert [r["loss"] for r in after] == pytest.approx([r["loss"] for r in before], abs=1e-5)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "logs"), purge_orphaned_data=False)  # the files as they are
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, STEPS + 1))
     assert json.loads((half / "zhllama_complete.json").read_text())["step"] == STEPS
     from safetensors.torch import load_file
 
     a, b = load_file(zero2_run / "final" / "model.safetensors"), load_file(run_dir / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # One byte of the newest checkpoint damaged, same size: refused up front, in one line.
+    victim = half / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    proc = subprocess.run(train_argv(inputs, run_dir, "--nproc", "2", "--max_steps", str(STEPS + 2), "--resume"),
+                          cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: cannot resume: checkpoint file {victim} is corrupt (its sha256 differs from the one recorded when "
+        f"it was saved); point {ckpt / 'latest'} at an older complete checkpoint (global_step3)"]
+
+
+def test_zero3_full_has_zero2s_optimizer_groups_and_logs_held_out_evaluation(zero2_run, inputs):
+    """ZeRO-3 partitions parameters into 1-D slices before the optimizer exists: weight decay must still
+    follow the real shapes (the same groups as ZeRO-2), and the held-out evaluation must run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from transformers import AutoModelForCausalLM
+
+    from pretrain.data import PackConfig, PackedBlocks, cache_path
+    from pretrain.train import eval_block_ids
+
+    run_dir = inputs["root"] / "zero3"
+    run_cli(train_argv(inputs, run_dir, "--nproc", "2", "--max_steps", "4", "--save_every_steps", "4",
+                       "--deepspeed_config", "configs/deepspeed/zero3.json", "--eval_every_steps", "2",
+                       "--eval_max_blocks", "3", "--export", "false", "--launch.master_port", str(free_port())))
+    groups = {name: json.loads((r / "logs" / "optimizer_groups.json").read_text()) for name, r in
+              (("zero2", zero2_run), ("zero3", run_dir))}
+    assert groups["zero3"] == groups["zero2"]
+    assert groups["zero3"]["decay"] and all(len(shape) == 2 for shape in groups["zero3"]["decay"].values())
+    assert groups["zero3"]["no_decay"] and all("norm" in name for name in groups["zero3"]["no_decay"])
+    evals = [r for r in metrics(run_dir) if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [0, 2, 4]
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    # Step 0's held-out loss, rebuilt here: the init model on the same 3 held-out blocks.
+    held = PackedBlocks(cache_path(inputs["tokenizer_dir"], inputs["corpus_dir"], inputs["cache_dir"],
+                                   PackConfig(block_size_tokens=64), split="heldout"))
+    ids = sorted(i for r in range(2) for i in eval_block_ids(len(held), 3, r, 2) if i >= 0)
+    assert len(ids) == 3
+    model = AutoModelForCausalLM.from_pretrained(inputs["model_dir"])
+    nll, tokens = 0.0, 0
+    with torch.no_grad():
+        for i in ids:
+            ex = held.example(i)
+            logits = model(torch.from_numpy(ex["input_ids"])[None]).logits[0, :-1]
+            target = torch.from_numpy(ex["labels"])[1:]
+            nll += float(torch.nn.functional.cross_entropy(logits, target, ignore_index=-100, reduction="sum"))
+            tokens += int((target != -100).sum())
+    assert evals[0]["eval_loss"] == pytest.approx(nll / tokens, rel=1e-4)
+    chars_per_token = held.stats["corpus_chars"] / held.stats["corpus_tokens"]
+    assert evals[0]["eval_bits_per_char"] == pytest.approx(nll / math.log(2) / (tokens * chars_per_token), rel=1e-4)
+    acc = EventAccumulator(str(run_dir / "logs"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("eval/loss")] == [0, 2, 4]
 
 
 def test_zero3_lora_torchrun_save_reload_merge(inputs, tiny_llama_dir):
@@ -239,3 +305,95 @@ def test_two_nodes_on_loopback_train_embeddings_only(inputs, tmp_path):
     for name in before:
         moved = not torch.equal(before[name], after[name])
         assert moved == name.endswith(("embed_tokens.weight", "lm_head.weight")), name
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_cli_stops_every_worker(inputs, signum):
+    """Ctrl-C in a terminal (SIGINT) or a scheduler's SIGTERM reaches only `python -m pretrain train`:
+    it must stop the launcher and every worker, wait for them, release the run lock, and say so."""
+    import time
+
+    import psutil
+
+    from pretrain.engine.rundir import lock_path
+
+    run_dir = inputs["root"] / f"signal_{signum.name}"
+    proc = subprocess.Popen(train_argv(inputs, run_dir, "--nproc", "2", "--max_steps", "500", "--save_every_steps", "1000",
+                                       "--export", "false", "--launch.master_port", str(free_port())),
+                            cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = run_dir / "logs" / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    try:
+        while not (log.is_file() and log.read_text().strip()):  # training is under way
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-4000:]
+            time.sleep(0.5)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        workers = [p for p in started if any(a == "-m" and b == "pretrain.worker"
+                                             for a, b in zip(p.cmdline(), p.cmdline()[1:], strict=False))]
+        assert len(workers) == 2, [p.cmdline() for p in started]
+        proc.send_signal(signum)  # to the CLI process only, as a scheduler does
+        out = proc.communicate(timeout=300)[0]
+    finally:
+        if proc.poll() is None:  # the test failed before the signal: stop the run the same way
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signum, out[-3000:]
+    assert f"error: interrupted by {signum.name}: stopped the launcher and" in out
+    _, alive = psutil.wait_procs(started, timeout=5)
+    assert alive == [], [p.cmdline() for p in alive]
+    assert not lock_path(run_dir, 0).exists()
+
+
+_SAVE_SCRIPT = """
+import sys, time
+from pathlib import Path
+import deepspeed, torch
+sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None  # no shared-memory op compile
+from pretrain.checkpoint import save_checkpoint
+ckpt, flags = Path(sys.argv[1]), Path(sys.argv[2])
+deepspeed.init_distributed()
+model = torch.nn.Linear(8, 8)
+cfg = {"train_batch_size": 2, "train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 2},
+       "zero_allow_untested_optimizer": True}
+engine, _, _, _ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters()), config=cfg)
+engine.backward(engine(torch.ones(1, 8)).sum())
+engine.step()
+save_checkpoint(engine, ckpt, 1, {"completed_steps": 1}, keep_last=3)
+if torch.distributed.get_rank() == 1:  # rank 1 is slow to come back from its save
+    real = engine.save_checkpoint
+    def slow(*args, **kwargs):
+        out = real(*args, **kwargs)
+        (flags / "rank1_saved").touch()
+        while not (flags / "release").exists():
+            time.sleep(0.05)
+        return out
+    engine.save_checkpoint = slow
+save_checkpoint(engine, ckpt, 2, {"completed_steps": 2}, keep_last=3)
+torch.distributed.destroy_process_group()
+"""
+
+
+def test_latest_moves_only_after_every_rank_has_saved(tmp_path):
+    import time
+
+    from pretrain.checkpoint import COMPLETE_NAME, read_latest
+
+    script, ckpt, flags = tmp_path / "save.py", tmp_path / "ckpt", tmp_path / "flags"
+    script.write_text(_SAVE_SCRIPT)
+    flags.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                             str(free_port()), str(script), str(ckpt), str(flags)],
+                            cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not (flags / "rank1_saved").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-4000:]
+            time.sleep(0.1)
+        time.sleep(3)  # rank 0 has long finished its own part of the save
+        assert read_latest(ckpt) == "global_step1"
+        assert not (ckpt / "global_step2" / COMPLETE_NAME).exists()
+    finally:
+        (flags / "release").touch()
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out[-4000:]
+    assert read_latest(ckpt) == "global_step2" and (ckpt / "global_step2" / COMPLETE_NAME).is_file()

@@ -3,6 +3,7 @@ commands, checkpoint bookkeeping, logs, and every bad input rejected before a wo
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,10 @@ from pretrain.checkpoint import COMPLETE_NAME, list_tags, prune_checkpoints, ver
 from pretrain.deepspeed_config import build_ds_config, load_ds_template, uses_offload, zero_stage
 from pretrain.launch import LaunchSettings, worker_command
 from pretrain.logging_utils import MetricsLogger, plot_loss, read_metrics, truncate_metrics
-from pretrain.train import TrainConfig, lr_at, rank_micro_blocks, run, step_blocks
+from pretrain.train import TrainConfig, epoch_order, lr_at, rank_micro_blocks, run, step_blocks
 from tests.conftest import save_tiny_llama
 from zhllama import REPO_ROOT
-from zhllama.artifacts import atomic_write_json
+from zhllama.artifacts import atomic_write_json, sha256_file
 from zhllama.cli import UserError
 from zhllama.config import load_config
 
@@ -41,9 +42,29 @@ def test_every_block_once_per_epoch_and_order_is_a_function_of_the_step(n_blocks
     stream = np.concatenate([step_blocks(s, n_blocks, global_batch, seed=7) for s in range(steps)])
     for epoch in range(len(stream) // n_blocks):
         assert sorted(stream[epoch * n_blocks:(epoch + 1) * n_blocks].tolist()) == list(range(n_blocks))
-    # A "resumed" process asking for step k gets exactly the uninterrupted step k.
+    # Asking for step k alone (as a resumed run does) gives exactly step k of the stream.
     k = steps // 2
+    epoch_order.cache_clear()  # nothing remembered from the loop above
     assert np.array_equal(step_blocks(k, n_blocks, global_batch, 7), stream[k * global_batch:(k + 1) * global_batch])
+
+
+def test_data_order_in_a_fresh_process_is_the_documented_one():
+    """Golden values from another interpreter (another process, another moment) equal the definition
+    rebuilt here with numpy alone: epoch e is ``default_rng([seed, e]).permutation(n)``, steps are
+    consecutive slices of the concatenated epochs. Anything depending on the clock, the process or
+    hash randomisation fails this."""
+    import subprocess
+    import sys
+
+    n_blocks, batch, seed, steps = 37, 8, 11, 12
+    code = ("import json; from pretrain.train import step_blocks; "
+            f"print(json.dumps([step_blocks(s, {n_blocks}, {batch}, {seed}).tolist() for s in range({steps})]))")
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONHASHSEED": str(h)})
+            for h in (1, 2)]
+    stream = np.concatenate([np.random.default_rng([seed, e]).permutation(n_blocks) for e in range(4)])
+    expected = [stream[s * batch:(s + 1) * batch].tolist() for s in range(steps)]
+    assert [json.loads(r.stdout) for r in runs] == [expected, expected]
 
 
 def test_seed_changes_order():
@@ -127,16 +148,28 @@ def test_multi_node_launch_commands(tmp_path):
         LaunchSettings(num_nodes=2, node_rank=2)
 
 
+def test_worker_env_sets_glibc_malloc_settings_by_default_and_keeps_the_users():
+    from pretrain.launch import MALLOC_ENV, worker_env
+
+    assert LaunchSettings().malloc_tuning
+    on = worker_env({"PATH": "/bin", "MALLOC_TOP_PAD_": "1"}, cuda=False, malloc_tuning=True)
+    assert on["MALLOC_TOP_PAD_"] == "1" and on["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
+    assert not any(k.startswith("MALLOC_") for k in worker_env({"PATH": "/bin"}, cuda=False, malloc_tuning=False))
+
+
 # -- checkpoints bookkeeping (the DeepSpeed files themselves are covered by test_train_deepspeed) --
 
 
-def fake_checkpoint(ckpt: Path, step: int, complete: bool = True, world_size: int = 2) -> Path:
+def fake_checkpoint(ckpt: Path, step: int, complete: bool = True, world_size: int = 2, data: dict | None = None) -> Path:
+    """A checkpoint folder as save_checkpoint leaves it (one 10-byte file; marker with size and sha256)."""
     tag_dir = ckpt / f"global_step{step}"
     tag_dir.mkdir(parents=True)
     (tag_dir / "mp_rank_00_model_states.pt").write_bytes(b"x" * 10)
     if complete:
-        atomic_write_json(tag_dir / COMPLETE_NAME, {"step": step, "world_size": world_size,
-                                                    "files_bytes": {"mp_rank_00_model_states.pt": 10}})
+        atomic_write_json(tag_dir / COMPLETE_NAME, {
+            "step": step, "world_size": world_size, "data": data or {},
+            "files_bytes": {"mp_rank_00_model_states.pt": 10},
+            "files_sha256": {"mp_rank_00_model_states.pt": sha256_file(tag_dir / "mp_rank_00_model_states.pt")}})
     return tag_dir
 
 
@@ -170,6 +203,31 @@ def test_verify_rejects_missing_incomplete_corrupt_or_resharded(tmp_path):
         verify_checkpoint(tmp_path, world_size=4)
 
 
+def test_a_checkpoint_corrupted_without_a_size_change_is_refused(tmp_path):
+    fake_checkpoint(tmp_path, 2)
+    tag_dir = fake_checkpoint(tmp_path, 4)
+    (tmp_path / "latest").write_text("global_step4")
+    assert verify_checkpoint(tmp_path)[0] == "global_step4"
+    (tag_dir / "mp_rank_00_model_states.pt").write_bytes(b"x" * 9 + b"y")  # one byte flipped, same size
+    with pytest.raises(UserError, match=r"mp_rank_00_model_states.pt is corrupt \(its sha256 differs.*global_step2"):
+        verify_checkpoint(tmp_path)
+
+
+def test_resume_names_the_checkpoint_and_the_newer_ones_it_skips(small_inputs, tmp_path):
+    from pretrain.engine.rundir import find_resume_point
+
+    ckpt = tmp_path / "r" / "checkpoints"
+    fake_checkpoint(ckpt, 2)
+    fake_checkpoint(ckpt, 4, complete=False)  # killed mid-save
+    fake_checkpoint(ckpt, 6)                  # complete, but `latest` was moved back to 2
+    (ckpt / "latest").write_text("global_step2")
+    text = find_resume_point(make_cfg(small_inputs, run_dir=tmp_path / "r", resume=True)).describe(ckpt)
+    lines = text.splitlines()
+    assert lines[0] == f"resuming from {ckpt / 'global_step2'} (step 2)"
+    assert lines[1].startswith("  skipping newer global_step4: no zhllama_complete.json")
+    assert lines[2].startswith("  skipping newer global_step6: complete, but `latest` names global_step2")
+
+
 # -- logs ---------------------------------------------------------------------------------------
 
 
@@ -187,6 +245,38 @@ def test_metrics_truncated_on_resume_and_plotted(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
     MetricsLogger(tmp_path / "off", enabled=False).log({"step": 1, "loss": 1.0})
     assert not (tmp_path / "off").exists()
+
+
+def test_tensorboard_keeps_each_step_once_after_a_resume(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from pretrain.logging_utils import truncate_logs
+
+    def log(steps):
+        logger = MetricsLogger(tmp_path)
+        for step in steps:
+            logger.log({"step": step, "loss": float(step), "eval_loss": 2.0 * step})
+        logger.close()
+
+    log(range(1, 7))            # the interrupted run got to step 6, its checkpoint is step 3
+    truncate_logs(tmp_path, 3)  # what a resume does before the workers start
+    log(range(4, 7))            # steps 4..6 redone
+    acc = EventAccumulator(str(tmp_path), purge_orphaned_data=False)  # no purging: read the files as they are
+    acc.Reload()
+    for tag in ("train/loss", "eval/loss"):
+        assert [e.step for e in acc.Scalars(tag)] == [1, 2, 3, 4, 5, 6], tag
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_closing_line_reports_the_run_average_and_the_last_step(tmp_path):
+    from pretrain.engine.config import EngineConfig, RunPaths
+    from pretrain.engine.launcher import summary_line
+
+    records = [{"step": 1, "loss": 9.0, "tokens_seen": 512, "tokens_per_second": 100.0, "run_tokens_per_second": 100.0},
+               {"step": 1, "eval_loss": 8.5},
+               {"step": 2, "loss": 8.0, "tokens_seen": 1024, "tokens_per_second": 300.0, "run_tokens_per_second": 150.0}]
+    line = summary_line(EngineConfig(export=False), records, RunPaths(tmp_path), 3.0)
+    assert "loss 9.000 -> 8.000, held-out loss 8.500, 1,024 tokens, 150 tokens/s average (300 last step)" in line
 
 
 # -- configs ------------------------------------------------------------------------------------
@@ -247,9 +337,115 @@ def test_invalid_deepspeed_config_file(small_inputs, tmp_path):
         run(make_cfg(small_inputs, deepspeed_config=bad))
 
 
-def test_fewer_tokens_than_one_block(small_inputs):
+def test_fewer_tokens_than_one_block(small_inputs, tmp_path):
     with pytest.raises(UserError, match="fewer than one block of 64"):
-        run(make_cfg(small_inputs, corpus_dir=small_inputs["root"] / "tiny_corpus"))
+        run(make_cfg(small_inputs, corpus_dir=small_inputs["root"] / "tiny_corpus", cache_dir=tmp_path / "cache",
+                     run_dir=tmp_path / "run"))
+    assert list(tmp_path.iterdir()) == []  # no empty cache folder, no run directory, no lock file
+
+
+def corrupt_copy(model_dir: Path, out: Path, how: str) -> Path:
+    import shutil
+
+    shutil.copytree(model_dir, out)
+    if how == "config_shapes":  # config.json of another shape than the weights
+        cfg = json.loads((out / "config.json").read_text())
+        cfg["intermediate_size"] = 96
+        (out / "config.json").write_text(json.dumps(cfg))
+    elif how == "truncated":
+        with open(out / "model.safetensors", "r+b") as f:
+            f.truncate((out / "model.safetensors").stat().st_size - 1000)
+    return out
+
+
+@pytest.mark.parametrize("how,message", [
+    ("config_shapes", r"model.safetensors: model.layers.0.mlp.gate_proj.weight has shape \[128, 64\] but config.json "
+                      r"says \[96, 64\]"),
+    ("truncated", r"model.safetensors: truncated: [\d,]+ bytes, its header describes [\d,]+"),
+])
+def test_broken_weights_are_one_line_errors_before_anything_is_written(small_inputs, tmp_path, capsys, how, message):
+    from pretrain.__main__ import COMMANDS
+    from zhllama.cli import main
+
+    model = corrupt_copy(small_inputs["model_dir"], tmp_path / "model", how)
+    cfg = make_cfg(small_inputs, model_dir=model, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
+    with pytest.raises(UserError, match=message):
+        run(cfg)
+    argv = ["train", "--model_dir", str(model), "--tokenizer_dir", str(cfg.tokenizer_dir), "--run_dir",
+            str(tmp_path / "run"), "--corpus_dir", str(cfg.corpus_dir), "--cache_dir", str(tmp_path / "cache")]
+    assert main("pretrain", COMMANDS, argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no run dir, no cache, no lock
+
+
+def test_resume_refuses_another_seed_or_global_batch(small_inputs, tmp_path):
+    from pretrain.data import cache_path
+
+    run_dir = tmp_path / "r"
+    cfg = make_cfg(small_inputs, run_dir=run_dir, resume=True)
+    blocks = cache_path(cfg.tokenizer_dir, cfg.corpus_dir, cfg.cache_dir, cfg.data).name
+    fake_checkpoint(run_dir / "checkpoints", 4, data={"seed": 0, "global_batch_size": 4, "blocks": blocks})
+    (run_dir / "checkpoints" / "latest").write_text("global_step4")
+    (run_dir / "logs").mkdir()
+    (run_dir / "logs" / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n')
+    with pytest.raises(UserError, match=r"trained with seed=0, this run has seed=1"):
+        run(make_cfg(small_inputs, run_dir=run_dir, resume=True, seed=1))
+    with pytest.raises(UserError, match=r"trained with global_batch_size=4, this run has global_batch_size=6"):
+        run(make_cfg(small_inputs, run_dir=run_dir, resume=True, micro_batch_size=3))
+    assert (run_dir / "logs" / "metrics.jsonl").read_text() == '{"step": 5, "loss": 1.0}\n'  # nothing touched
+
+
+def test_flash_attention_without_a_gpu_is_refused_up_front(small_inputs, tmp_path):
+    with pytest.raises(UserError, match="attn_implementation=flash_attention_2 needs a CUDA GPU"):
+        run(make_cfg(small_inputs, attn_implementation="flash_attention_2", run_dir=tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_held_out_split_that_is_also_trained_on_is_refused(small_inputs, tmp_path):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(small_inputs["root"] / "corpus", corpus)
+    (corpus / "heldout").mkdir()
+    shutil.copy(corpus / "train" / "a.jsonl", corpus / "heldout" / "heldout.jsonl")  # same content, other name
+    with pytest.raises(UserError, match=r"heldout.jsonl has the same content as .*train/a.jsonl, a training source"):
+        run(make_cfg(small_inputs, corpus_dir=corpus, eval_every_steps=5, run_dir=tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_grad_clipping_setting_reaches_the_deepspeed_config(small_inputs):
+    from pretrain.engine import check_inputs
+
+    for clip in (0.0, 0.37, 2.5):
+        assert check_inputs(make_cfg(small_inputs, grad_clip_norm=clip))["gradient_clipping"] == clip
+
+
+def test_a_second_train_on_a_locked_run_is_refused_and_a_stale_lock_taken_over(small_inputs, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from pretrain.engine import run_lock
+    from pretrain.engine.rundir import lock_path
+
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pretrain.engine import run_lock\n"
+                               "with run_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(120)\n",
+         str(run_dir)], cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for resume in (False, True):
+            with pytest.raises(UserError, match=rf"{run_dir} is in use by another training process \(pid {holder.pid} on "):
+                run(make_cfg(small_inputs, run_dir=run_dir, resume=resume))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock_path(run_dir, 0).is_file()  # a killed holder leaves its lock file behind
+    with run_lock(run_dir):
+        assert json.loads(lock_path(run_dir, 0).read_text())["pid"] == os.getpid()
+    assert f"taking over the stale lock of pid {holder.pid}" in capsys.readouterr().out
+    assert not lock_path(run_dir, 0).exists() and not run_dir.exists()
 
 
 def test_resume_without_or_with_corrupt_checkpoint(small_inputs, tmp_path):
