@@ -109,9 +109,13 @@ def save_adapter(peft_model: Any, out_dir: str | Path, base_model_dir: str | Pat
 
     out = Path(out_dir)
     base = Path(base_model_dir).resolve()
-    relative = os.path.relpath(base, Path(final_dir or out).resolve())
-    peft_model.peft_config["default"].base_model_name_or_path = relative
+    # Saved naming the absolute path (peft reads the base's config from it while saving), then rewritten.
+    peft_model.peft_config["default"].base_model_name_or_path = str(base)
     peft_model.save_pretrained(str(out))
+    config_path = out / "adapter_config.json"
+    adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
+    adapter_config["base_model_name_or_path"] = os.path.relpath(base, Path(final_dir or out).resolve())
+    config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     vocab = int(peft_model.get_base_model().config.vocab_size)
     (out / "zhllama_adapter.json").write_text(
         json.dumps({"vocab_size": vocab, "base_model_dir_absolute": str(base)}) + "\n", encoding="utf-8")
