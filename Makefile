@@ -73,10 +73,9 @@ corpus: setup ## read, clean, dedup and shard the corpora -> $(ART)/corpus
 vocab: setup ## train the Chinese SentencePiece BPE -> $(ART)/vocab/zh_bpe.model
 	$(PY) -m vocab train --config $(VOCAB_CONFIG) --corpus_dir $(ART)/corpus --out_dir $(ART)/vocab $(ARGS)
 
-merge-tokenizer: setup ## merge into Llama-2's 32k tokenizer -> $(ART)/tokenizer (+ report)
-	$(PY) -m vocab merge --config $(MERGE_CONFIG) --base_model $(DATA_DIR)/llama2_tokenizer.model \
-	  --zh_model $(ART)/vocab/zh_bpe.model --peer_model $(DATA_DIR)/reference/chinese_llama2_tokenizer.model \
-	  --corpus_dir $(ART)/corpus --out_dir $(ART)/tokenizer $(ARGS)
+merge-tokenizer: setup ## merge into Llama-2's 32k tokenizer -> $(ART)/tokenizer (+ per-domain report)
+	ZHLLAMA_DATA_DIR=$(abspath $(DATA_DIR)) $(PY) -m vocab merge --config $(MERGE_CONFIG) \
+	  --zh_model $(ART)/vocab/zh_bpe.model --corpus_dir $(ART)/corpus --out_dir $(ART)/tokenizer $(ARGS)
 
 standin: setup ## train (once, cached) the small stand-in base Llama on the 32k tokenizer -> $(ART)/standin
 	$(PY) -m pretrain standin --config $(STANDIN_CONFIG) --tokenizer_model $(DATA_DIR)/llama2_tokenizer.model \

@@ -51,7 +51,7 @@ NON_CHINESE_EXTRA = [
 
 
 def _shared_docs() -> list[str]:
-    from vocab.report import load_texts
+    from vocab.loaders import load_texts
 
     d = default_data_dir()
     files = sorted(d.glob("zhwiki/*.jsonl")) + sorted(d.glob("cmrc2018/*.json")) + sorted(d.glob("drcd/*.json"))
@@ -60,7 +60,8 @@ def _shared_docs() -> list[str]:
 
 def train_docs(corpus_dir: Path):
     """A fresh iterator over the training documents (streamed, never all in memory)."""
-    from vocab.train import corpus_files, iter_jsonl_texts
+    from corpora.shards import iter_jsonl_texts
+    from vocab.train import corpus_files
 
     if (corpus_dir / "train").is_dir():
         return iter_jsonl_texts(corpus_files(corpus_dir))
@@ -68,12 +69,25 @@ def train_docs(corpus_dir: Path):
 
 
 def heldout_docs(corpus_dir: Path) -> list[str]:
-    from vocab.train import iter_jsonl_texts
+    from corpora.shards import iter_jsonl_texts
 
     path = corpus_dir / "heldout" / "heldout.jsonl"
     if path.is_file():
         return list(iter_jsonl_texts([path]))
     return [doc for i, doc in enumerate(_shared_docs()) if i % 20 == 0]
+
+
+def heldout_by_script(docs: list[str]) -> dict[str, list[str]]:
+    """Held-out documents split by script (:func:`corpora.scripts.detect_script`): the throughput
+    target holds for each script."""
+    from corpora.scripts import detect_script
+
+    out: dict[str, list[str]] = {"held-out Simplified": [], "held-out Traditional": []}
+    for d in docs:
+        script = detect_script(d)
+        if script in ("simplified", "traditional"):
+            out[f"held-out {script.capitalize()}"].append(d)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -187,15 +201,9 @@ def bench_throughput(base_bytes: bytes, merged_bytes: bytes, texts: dict[str, li
 
 def bench_merges(base_bytes: bytes, zh_bytes: bytes, heldout: list[str], english: list[str],
                  char_counts: collections.Counter, peer_bytes: bytes | None) -> dict:
+    from vocab.assemble import classic_merge, dead_pieces, non_chinese_changes, tokens_per_char
     from vocab.export import bpe_merges
-    from vocab.merge import (
-        MergeConfig,
-        classic_merge,
-        dead_pieces,
-        merge,
-        non_chinese_changes,
-        tokens_per_char,
-    )
+    from vocab.merge import MergeConfig, merge
     from vocab.proto import parse_model
 
     base, zh = parse_model(base_bytes, "base"), parse_model(zh_bytes, "zh")
@@ -240,7 +248,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus_dir", default=str(REPO / "artifacts" / "corpus"))
     ap.add_argument("--multiples", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--vocab_size", type=int, default=20000)
+    ap.add_argument("--vocab_size", type=int, default=40000)
+    ap.add_argument("--tokenizer_dir", default=str(REPO / "artifacts" / "tokenizer"),
+                    help="merged tokenizer for the throughput part (default: the pipeline's; else merge the 1x model)")
     ap.add_argument("--repeats", type=int, default=8, help="throughput runs per tokenizer; the fastest is kept")
     ap.add_argument("--out", default=str(REPO / "artifacts" / "bench" / "tokenizer.json"))
     ap.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
@@ -271,9 +281,12 @@ def main() -> int:
         from vocab.merge import MergeConfig, merge
         from vocab.proto import parse_model
 
-        merged = merge(parse_model(base_bytes), parse_model(zh_bytes), MergeConfig(), char_counts)[0]
-        throughput = bench_throughput(base_bytes, merged.SerializeToString(),
-                                      {"heldout (Chinese)": heldout,
+        merged_path = Path(args.tokenizer_dir) / "tokenizer.model"
+        merged_bytes = merged_path.read_bytes() if merged_path.is_file() else \
+            merge(parse_model(base_bytes), parse_model(zh_bytes), MergeConfig(), char_counts)[0].SerializeToString()
+        print(f"(b) merged tokenizer: {merged_path if merged_path.is_file() else 'the 1x model, every candidate'}")
+        throughput = bench_throughput(base_bytes, merged_bytes,
+                                      {**heldout_by_script(heldout),
                                        # distinct lines: a repeated line would hit the BPE word cache
                                        "english": [f"{ln} ({i})" for i in range(300) for ln in english]},
                                       tmp, args.repeats)

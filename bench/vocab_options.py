@@ -31,14 +31,16 @@ OPTIONS = {
     "baseline (plain BPE)": {},
     "jieba word boundaries": {"jieba_word_boundaries": True},
     "jieba word boundaries + HMM": {"jieba_word_boundaries": True, "jieba_hmm": True},
-    "jieba dict 20k words, weight 0.1": {"jieba_dict_words": 20000, "jieba_dict_weight": 0.1},
-    "jieba dict 50k words, weight 0.3": {"jieba_dict_words": 50000, "jieba_dict_weight": 0.3},
-    "jieba dict 20k + Traditional forms, weight 0.1": {"jieba_dict_words": 20000, "jieba_dict_weight": 0.1,
-                                                       "jieba_dict_traditional": True},
-    "jieba dict 50k + Traditional forms, weight 0.1": {"jieba_dict_words": 50000, "jieba_dict_weight": 0.1,
-                                                       "jieba_dict_traditional": True},
-    "boundaries + dict 20k, weight 0.1": {"jieba_word_boundaries": True, "jieba_dict_words": 20000,
-                                          "jieba_dict_weight": 0.1},
+    "jieba dict 20k words, weight 0.1": {"word_list": "jieba", "word_list_words": 20000, "word_list_weight": 0.1},
+    "jieba dict 50k words, weight 0.3": {"word_list": "jieba", "word_list_words": 50000, "word_list_weight": 0.3},
+    "jieba dict 20k + Traditional forms, weight 0.1": {"word_list": "jieba", "word_list_words": 20000,
+                                                       "word_list_weight": 0.1, "word_list_variants": ["s2t"],
+                                                       "word_list_variant_weight": 1.0},
+    "wordfreq 50k + Traditional forms, weight 0.1": {"word_list": "wordfreq", "word_list_words": 50000,
+                                                     "word_list_weight": 0.1, "word_list_variants": ["s2twp", "s2hk"],
+                                                     "word_list_variant_weight": 0.5},
+    "boundaries + dict 20k, weight 0.1": {"jieba_word_boundaries": True, "word_list": "jieba",
+                                          "word_list_words": 20000, "word_list_weight": 0.1},
 }
 
 
@@ -48,8 +50,8 @@ def merged_with(base_bytes: bytes, zh_bytes: bytes, char_counts: Counter) -> byt
     from vocab.merge import MergeConfig, merge
     from vocab.proto import parse_model
 
-    merged, _ = merge(parse_model(base_bytes), parse_model(zh_bytes), MergeConfig(max_total_pieces=1 << 30),
-                      char_counts=char_counts)
+    merged, _ = merge(parse_model(base_bytes), parse_model(zh_bytes),
+                      MergeConfig(max_total_pieces=1 << 30, selection="merge_order"), char_counts=char_counts)
     return merged.SerializeToString()
 
 
@@ -68,7 +70,8 @@ def _squad(path: Path, field: str) -> list[str]:
 
 def load_data(corpus_dir: Path) -> tuple[list[str], dict[str, list[str]]]:
     """(training documents, {held-out set name: documents})."""
-    from vocab.train import corpus_files, iter_jsonl_texts
+    from corpora.shards import iter_jsonl_texts
+    from vocab.train import corpus_files
 
     d = default_data_dir()
     extra = {
@@ -123,8 +126,8 @@ def main() -> None:
         size = args.vocab_size or cfg.vocab_size
         names = args.options or list(OPTIONS)
         # Every option starts from plain BPE, whatever the config enables.
-        plain = {"jieba_word_boundaries": False, "jieba_hmm": False, "jieba_dict_words": 0,
-                 "jieba_dict_traditional": False}
+        plain = {"jieba_word_boundaries": False, "jieba_hmm": False, "word_list_words": 0,
+                 "word_list_variants": []}
         runs = {name: replace(cfg, vocab_size=size, **{**plain, **OPTIONS[name]}) for name in names}
     char_counts = Counter(ch for doc in train_docs for ch in doc)
     tokenizers = {"llama2": base_bytes}

@@ -1,13 +1,16 @@
 """``python -m corpora build``: sources -> clean, deduplicated JSONL shards + manifest.json.
 
-The flow, top to bottom (:func:`build_corpus`)::
+The flow (:func:`build_corpus`), the same steps in both engines::
 
-    for each source, each file (config order, files sorted):    readers.py  (streaming, main process)
-        batches of documents -> worker pool:                     clean.py    (wikitext, NFC, OpenCC, filters)
+    for each source, each file (config order, files sorted):    readers.py, wiki_readers.py (streaming)
+        each document:                                           clean.py    (wikitext, NFC, OpenCC, filters)
                                                                   dedup.py    (digest + MinHash signature)
-        results in input order -> Deduplicator (main process) -> held-out split by text hash
+        exact + near dedup over all sources, first occurrence wins -> held-out split by text hash
         -> train/shard-NNNNN.jsonl | heldout/heldout.jsonl
 
+``engine: local`` (:mod:`corpora.engine_local`) runs every step on this machine's cores, files cut
+into parts (:mod:`corpora.units`) and dedup partitioned (:mod:`corpora.dedup_sharded`);
+``engine: datatrove`` (:mod:`corpora.engine_datatrove`) runs them as datatrove stages (Slurm...).
 Every record is ``{"id", "source", "domain", "script", "text"}``; ``script`` is the source's
 script after its conversion, or, for a ``mixed`` source, the script detected in the document.
 The accounting (read == written + rejected, per source, per domain and in total) is described in
@@ -21,32 +24,26 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import multiprocessing
-import os
-import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from tqdm import tqdm
 
 from corpora import readers
 from corpora.clean import CleanConfig, clean_text, filter_reason
-from corpora.dedup import DedupConfig, Deduplicator, minhash_signature, text_digest
+from corpora.dedup import DedupConfig, minhash_signature, text_digest
 from corpora.domains import heldout_share
 from corpora.engine_config import DatatroveConfig
+from corpora.inputs import Part
 from corpora.manifest import summary_line
-from corpora.output import CorpusOutput
 from corpora.readers import Item, Rejection
 from corpora.scripts import convert_text, detect_script, output_script
 from corpora.sources import (
     SourceConfig,
     default_sources,
-    display_names,
     read_file,
     resolve_source_files,
 )
@@ -56,8 +53,6 @@ from zhllama.cli import UserError
 
 __all__ = ["BuildConfig", "SourceConfig", "build_corpus", "heldout_split", "ordered_map", "process_item",
            "resolve_source_files", "run"]
-
-_LOGGED_PER_REASON = 3  # read-level rejections printed per source and reason; all are counted
 
 
 @dataclass
@@ -89,15 +84,18 @@ class BuildConfig:
     max_line_bytes: int = readers.DEFAULT_MAX_LINE_BYTES
     """Input lines longer than this are skipped in constant memory and counted (``line_too_long``)."""
     num_workers: int = 0
-    """Cleaning processes; 0 = all CPU cores, 1 = in the main process (no pool)."""
-    batch_documents: int = 64
-    """Documents per task sent to a worker (amortises inter-process overhead)."""
+    """Worker processes (reading, cleaning, dedup); 0 = all CPU cores, 1 = in the main process (no pool).
+    The output does not depend on it."""
+    unit_bytes: int = 1 << 20
+    """Local engine: files larger than this are cut into parts of about this many bytes (compressed
+    bytes for a multistream .xml.bz2) that workers read at once (:mod:`corpora.units`)."""
     hash_inputs: bool = True
     """Record each input file's sha256 in manifest.json (costs one extra read of the inputs)."""
     engine: Literal["local", "datatrove"] = "local"
-    """``local``: this machine's cores, exact + MinHash dedup in memory (up to a few GB of text).
+    """``local``: every core of this machine on every step (files cut into parts, dedup partitioned
+    with its state on disk, :mod:`corpora.engine_local`); the decisions of an exact in-memory dedup.
     ``datatrove``: the same readers and cleaners as steps of a datatrove pipeline with its disk-based
-    MinHash dedup, on the local, Slurm or Ray executor (``datatrove`` settings): the scale path."""
+    MinHash dedup, on the local or Slurm executor (``datatrove`` settings): the cluster path."""
     datatrove: DatatroveConfig = field(default_factory=DatatroveConfig)
     """Executor settings of the ``datatrove`` engine."""
     progress: bool = True
@@ -108,8 +106,8 @@ class BuildConfig:
             raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
         if self.heldout_min_documents < 0 or self.max_chars_per_source < 0:
             raise ValueError("heldout_min_documents and max_chars_per_source must be >= 0")
-        if self.shard_max_documents < 1 or self.shard_max_bytes < 1 or self.batch_documents < 1:
-            raise ValueError("shard_max_documents, shard_max_bytes and batch_documents must be >= 1")
+        if self.shard_max_documents < 1 or self.shard_max_bytes < 1 or self.unit_bytes < 1:
+            raise ValueError("shard_max_documents, shard_max_bytes and unit_bytes must be >= 1")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0 (0 = all cores), got {self.num_workers}")
         names = [s.name for s in self.sources]
@@ -204,13 +202,8 @@ def process_item(source_index: int, item: Item, clean_cfg: CleanConfig, dedup_cf
                      detected=detected)
 
 
-def _process_batch(batch: list[tuple[int, Item]], clean_cfg: CleanConfig, dedup_cfg: DedupConfig,
-                   settings: tuple[SourceSettings, ...]) -> list[Processed]:
-    return [process_item(i, item, clean_cfg, dedup_cfg, settings[i]) for i, item in batch]
-
-
-def _warm_worker(dedup_cfg: DedupConfig, settings: tuple[SourceSettings, ...]) -> None:
-    # Build the OpenCC converters, script tables and MinHash permutations once per process.
+def warm_worker(dedup_cfg: DedupConfig, settings: tuple[SourceSettings, ...]) -> None:
+    """Build the OpenCC converters, script tables and MinHash permutations once per process."""
     for s in set(settings):
         convert_text("预热", s.convert)
     detect_script("预热")
@@ -219,51 +212,46 @@ def _warm_worker(dedup_cfg: DedupConfig, settings: tuple[SourceSettings, ...]) -
 
 
 def ordered_map(fn: Callable, tasks: Iterable, num_workers: int, initializer: Callable | None = None,
-                initargs: tuple = (), max_inflight: int | None = None) -> Iterator:
+                initargs: tuple = (), max_inflight: int | None = None, pool=None) -> Iterator:
     """``map(fn, tasks)`` over a process pool, results in task order, at most ``max_inflight`` queued.
 
     Unlike ``Pool.imap`` (whose feeder thread drains the whole input at once), this keeps memory
-    bounded however long the input stream is. ``num_workers <= 1`` runs in this process.
+    bounded however long the input stream is. ``pool``: an open pool to use (else one is made for
+    this map); ``num_workers <= 1`` without a pool runs in this process.
 
     >>> list(ordered_map(abs, [-1, 2, -3], num_workers=1))
     [1, 2, 3]
     """
-    if num_workers <= 1:
+    if pool is None and num_workers <= 1:
         if initializer is not None:
             initializer(*initargs)
         yield from map(fn, tasks)
         return
+    if pool is None:
+        with multiprocessing.get_context().Pool(num_workers, initializer=initializer, initargs=initargs) as own:
+            yield from ordered_map(fn, tasks, num_workers, max_inflight=max_inflight, pool=own)
+        return
     max_inflight = max_inflight or 4 * num_workers
-    with multiprocessing.get_context().Pool(num_workers, initializer=initializer, initargs=initargs) as pool:
-        pending: collections.deque = collections.deque()
-        for task in tasks:
-            pending.append(pool.apply_async(fn, (task,)))
-            if len(pending) >= max_inflight:
-                yield pending.popleft().get()
-        while pending:
+    pending: collections.deque = collections.deque()
+    for task in tasks:
+        pending.append(pool.apply_async(fn, (task,)))
+        if len(pending) >= max_inflight:
             yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 # ---------------------------------------------------------------------------------------------
 # The build
-
-
-# ---------------------------------------------------------------------------------------------
-# The build
-
-
-def file_budget(cfg: BuildConfig, n_files: int) -> int:
-    """Input characters each file of a source may contribute (0 = all): the demo subset."""
-    return -(-cfg.max_chars_per_source // n_files) if cfg.max_chars_per_source else 0
 
 
 def iter_file_items(src: SourceConfig, path: Path, display_name: str, budget: int, max_line_bytes: int,
-                    counts: dict) -> Iterator[Item]:
-    """The items of one file, ids renamed to ``display_name``, stopping once ``budget`` characters
-    were read (0 = no limit). ``counts`` gets ``documents_read`` and ``truncated``."""
+                    counts: dict, part: Part | None = None) -> Iterator[Item]:
+    """The items of one file (or ``part`` of it), ids renamed to ``display_name``, stopping once
+    ``budget`` characters were read (0 = no limit). ``counts`` gets ``documents_read`` and ``truncated``."""
     n = chars = 0
     rename = display_name != path.name  # readers prefix ids with path.name; keep ids unique
-    items = read_file(src, path, max_line_bytes)
+    items = read_file(src, path, max_line_bytes, part)
     counts["truncated"] = False
     for item in items:
         if budget and chars >= budget:
@@ -276,31 +264,6 @@ def iter_file_items(src: SourceConfig, path: Path, display_name: str, budget: in
             item = dataclasses.replace(item, doc_id=display_name + item.doc_id[len(path.name):])
         yield item
     counts["documents_read"] = n
-
-
-def _stream_items(cfg: BuildConfig, files: list[list[Path]], file_counts: dict[Path, int],
-                  truncated: set[Path]) -> Iterator[tuple[int, Item]]:
-    for si, src in enumerate(cfg.sources):
-        names = display_names(files[si], Path(cfg.data_dir))
-        budget = file_budget(cfg, len(files[si]))
-        for path in files[si]:
-            counts: dict = {}
-            for item in iter_file_items(src, path, names[path], budget, cfg.max_line_bytes, counts):
-                yield si, item
-            file_counts[path] = counts["documents_read"]
-            if counts["truncated"]:
-                truncated.add(path)
-
-
-def _batched(items: Iterable, size: int) -> Iterator[list]:
-    batch: list = []
-    for x in items:
-        batch.append(x)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def check_conversions(cfg: BuildConfig) -> None:
@@ -322,43 +285,9 @@ def build_corpus(cfg: BuildConfig, out_dir: Path) -> dict:
         from corpora.engine_datatrove import build_with_datatrove
 
         return build_with_datatrove(cfg, out_dir)
-    t0 = time.perf_counter()
-    files = [resolve_source_files(src, Path(cfg.data_dir)) for src in cfg.sources]
-    check_conversions(cfg)
-    num_workers = cfg.num_workers or (os.cpu_count() or 1)
-    settings = tuple(SourceSettings.of(src) for src in cfg.sources)
-    out = CorpusOutput(cfg, out_dir)
-    dedup = Deduplicator(cfg.dedup)
-    file_counts: dict[Path, int] = {}
-    truncated: set[Path] = set()
-    logged: collections.Counter = collections.Counter()
+    from corpora.engine_local import build_local
 
-    batches = _batched(_stream_items(cfg, files, file_counts, truncated), cfg.batch_documents)
-    work = functools.partial(_process_batch, clean_cfg=cfg.clean, dedup_cfg=cfg.dedup, settings=settings)
-    bar = tqdm(unit="doc", desc="corpus", disable=not cfg.progress, file=sys.stderr, mininterval=0.5)
-    for results in ordered_map(work, batches, num_workers, _warm_worker, (cfg.dedup, settings)):
-        for r in results:
-            src = cfg.sources[r.source_index]
-            out.read(r.source_index, r.input_chars)
-            reason, detail = r.reason, r.detail
-            if reason is None:
-                assert r.text is not None
-                reason = dedup.check(f"{src.name}/{r.doc_id}", r.text, r.signature, r.digest)
-                detail = f"duplicate of {dedup.match}" if reason else ""
-            if reason is not None:
-                out.reject(r.source_index, reason, r.input_chars, f"{r.doc_id}: {detail}" if detail else r.doc_id)
-                if r.detail and logged[(src.name, reason)] < _LOGGED_PER_REASON:  # read-level problems
-                    logged[(src.name, reason)] += 1
-                    tqdm.write(f"warning: {src.name}: {r.doc_id}: {reason} ({r.detail})", file=sys.stderr)
-                continue
-            assert r.text is not None and r.digest is not None
-            out.keep(r.source_index, r.doc_id, r.text, r.input_chars, r.script, r.detected, r.digest)
-        bar.update(len(results))
-    bar.close()
-    manifest = out.finish(files, file_counts, truncated)
-    manifest["_run"] = {"elapsed_s": time.perf_counter() - t0, "num_workers": num_workers,
-                        "input_bytes": sum(f.stat().st_size for fs in files for f in fs)}
-    return manifest
+    return build_local(cfg, out_dir)
 
 
 def run(cfg: BuildConfig) -> int:

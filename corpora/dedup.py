@@ -1,10 +1,11 @@
 """Deduplication across all sources: exact (hash of the cleaned text) and near (MinHash + LSH).
 
-Signatures are computed where the cleaning happens (worker processes, :func:`minhash_signature`);
-the :class:`Deduplicator` lives in the main process and sees documents in input order, so the
-first occurrence is kept and the result does not depend on the number of workers. Each check is
-one set lookup plus one LSH query (``bands`` hash-table lookups): linear in the corpus, never
-pairwise.
+Signatures are computed where the cleaning happens (worker processes, :func:`minhash_signature`).
+The :class:`Deduplicator` defines the decisions: documents in input order, the first occurrence
+kept, a later one dropped when it has the digest of a kept one or an LSH candidate among the kept
+ones whose signature agrees on >= ``near_threshold`` of its values. Each check is one set lookup
+plus one LSH query (``bands`` hash-table lookups): linear, never pairwise. The local engine makes
+the same decisions with its state on disk and the work partitioned (:mod:`corpora.dedup_sharded`).
 
 Example::
 
@@ -18,8 +19,8 @@ Example::
     >>> d.check("c", b, minhash_signature(b, cfg))
     'near_duplicate'
 
-Memory: 16 bytes per kept document for the exact set, plus ``4 * num_perm`` bytes per kept
-document for the near-duplicate signatures and the LSH tables (~0.6 KB at ``num_perm=128``).
+Memory: ~3.3 KB per kept document in Python objects (signature, LSH tables, exact set; measured by
+``bench/corpus.py --dedup``), which is why the build runs it per linked group of documents only.
 """
 from __future__ import annotations
 
@@ -53,12 +54,16 @@ class DedupConfig:
     """Characters per shingle (whitespace removed first: Chinese has no word spaces)."""
     seed: int = 1
     """MinHash seed (fixed: the same corpus always deduplicates the same way)."""
+    max_partition_entries: int = 2_000_000
+    """Local engine: bucket keys (1 + LSH bands per document) one dedup task sorts at most (~64 B
+    each at the peak of the sort, so ~115 MB): bounds a worker's memory whatever the corpus size.
+    Decisions do not depend on it."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.near_threshold <= 1.0:
             raise ValueError(f"near_threshold must be in (0, 1], got {self.near_threshold}")
-        if self.num_perm < 2 or self.shingle_chars < 1:
-            raise ValueError("num_perm must be >= 2 and shingle_chars >= 1")
+        if self.num_perm < 2 or self.shingle_chars < 1 or self.max_partition_entries < 1:
+            raise ValueError("num_perm must be >= 2, shingle_chars and max_partition_entries >= 1")
 
 
 def text_digest(text: str) -> bytes:
@@ -91,6 +96,19 @@ def shingle_hashes(text: str, n: int) -> np.ndarray:
     for k in range(n):
         h = (h ^ codes[k : k + count]) * np.uint32(0x01000193)  # uint32 arithmetic wraps mod 2**32
     return np.unique(h)
+
+
+@functools.lru_cache(maxsize=8)
+def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """``(bands, rows)`` of the LSH index: datasketch's optimum for ``threshold`` (equal weights on
+    false positives and negatives), computed once per process.
+
+    >>> lsh_params(0.8, 128)
+    (9, 13)
+    """
+    from datasketch.lsh import _optimal_param
+
+    return _optimal_param(threshold, num_perm, 0.5, 0.5)
 
 
 @functools.lru_cache(maxsize=4)
@@ -132,12 +150,13 @@ class Deduplicator:
 
         self.cfg = cfg
         self._exact: dict[bytes, str] = {}
-        self._lsh = MinHashLSH(threshold=cfg.near_threshold, num_perm=cfg.num_perm) if cfg.near else None
+        self._lsh = (MinHashLSH(threshold=cfg.near_threshold, num_perm=cfg.num_perm,
+                                params=lsh_params(cfg.near_threshold, cfg.num_perm)) if cfg.near else None)
         self._signatures: list[np.ndarray] = []
         self._keys: list[str] = []
         self.match: str | None = None
 
-    def check(self, key: str, text: str, signature: np.ndarray | None, digest: bytes | None = None) -> str | None:
+    def check(self, key, text: str, signature: np.ndarray | None, digest: bytes | None = None) -> str | None:
         """Reason to drop ``text`` as a duplicate of an earlier document, else None (and remember it)."""
         self.match = None
         if self.cfg.exact:

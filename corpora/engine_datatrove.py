@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -44,29 +45,27 @@ from datatrove.pipeline.dedup.minhash import (
 from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.hashing import HashConfig, create_hash_func
 
+from corpora import units
 from corpora.build import (
     BuildConfig,
     SourceSettings,
     check_conversions,
-    file_budget,
     iter_file_items,
     process_item,
 )
 from corpora.dedup import DedupConfig, shingle_hashes, text_digest
 from corpora.output import CorpusOutput
 from corpora.shards import iter_jsonl_records
-from corpora.sources import display_names, resolve_source_files
+from corpora.sources import resolve_source_files
 from zhllama.artifacts import atomic_write_json
 
 
 def plan_units(cfg: BuildConfig) -> list[tuple[int, str, str, int]]:
-    """Every input file as ``(source index, path, display name, character budget)``, in config order."""
-    units = []
-    for si, src in enumerate(cfg.sources):
-        files = resolve_source_files(src, Path(cfg.data_dir))
-        names = display_names(files, Path(cfg.data_dir))
-        units += [(si, str(f), names[f], file_budget(cfg, len(files))) for f in files]
-    return units
+    """Every input file as ``(source index, path, display name, character budget)``, in config order
+    (a datatrove task reads whole files: no parts, unlike the local engine)."""
+    files = [resolve_source_files(src, Path(cfg.data_dir)) for src in cfg.sources]
+    whole = units.plan_units(cfg.sources, files, Path(cfg.data_dir), sys.maxsize, cfg.max_chars_per_source)
+    return [(u.source_index, str(u.path), u.name, u.budget) for u in whole]
 
 
 def minhash_config(cfg: BuildConfig) -> MinhashConfig:

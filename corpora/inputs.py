@@ -17,6 +17,7 @@ import gzip
 import io
 import lzma
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -44,7 +45,7 @@ def identify(head: bytes) -> str | None:
     None (plain bytes: UTF-8 or another ASCII-compatible text). Without a BOM, UTF-16 is recognised
     by its NUL bytes in every other position.
 
-    >>> identify(b"B\\x00A\\x00"), identify(b"BZh91AY&SY"), identify(b"PK\\x03\\x04")
+    >>> identify(b"B\\x00A\\x00" * 4), identify(b"BZh91AY&SY"), identify(b"PK\\x03\\x04")
     ('utf-16-le', 'bzip2', 'zip archive')
     """
     for magic, kind in _MAGIC:
@@ -126,6 +127,52 @@ def open_input(path: Path) -> tuple[BinaryIO, str | None]:
             raise UserError(f"{path}: a binary file (a {kind}), not a text corpus{hint}")
         break
     return stream, " + ".join(kinds) or None
+
+
+@dataclass(frozen=True)
+class Part:
+    """A byte range of an input file that one worker reads on its own (:mod:`corpora.units`): whole
+    lines of an uncompressed line-based file, or whole bz2 streams of a multistream dump.
+
+    Example: ``Part(4194381, 8388702, first_line=1811)``: the lines from line 1811 on.
+    """
+
+    start: int
+    """First byte."""
+    end: int
+    """One past the last byte."""
+    first_line: int = 1
+    """Line-based files: the number of the part's first line (its ids stay ``file:line``)."""
+
+
+class _Window(io.RawIOBase):
+    """Bytes ``[start, end)`` of a file, as a stream."""
+
+    def __init__(self, path: Path, part: Part) -> None:
+        self._f = open(path, "rb")  # noqa: SIM115 (closed with the window)
+        self._f.seek(part.start)
+        self._left = part.end - part.start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self._f.readinto(memoryview(b)[: min(len(b), self._left)])
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def open_part(path: Path, part: Part) -> BinaryIO:
+    """Open bytes ``[part.start, part.end)`` of an uncompressed file for reading.
+
+    >>> with open_part(Path("news.jsonl"), Part(4096, 8192)) as f: f.readline()   # doctest: +SKIP
+    b'{"text": ...}\\n'
+    """
+    return io.BufferedReader(_Window(path, part))
 
 
 def looks_like_gb18030(raw_line: bytes) -> bool:

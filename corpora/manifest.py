@@ -84,6 +84,9 @@ class SourceStats:
         self.characters_output += other.characters_output
         self.documents_rejected.update(other.documents_rejected)
         self.characters_rejected.update(other.characters_rejected)
+        for reason, examples in other.examples.items():  # the first 5, in the order the parts are added
+            mine = self.examples.setdefault(reason, [])
+            mine.extend(examples[: max(0, 5 - len(mine))])
         self.detected_script.update(other.detected_script)
         for s, counts in other.by_script.items():
             for k, v in counts.items():

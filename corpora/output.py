@@ -15,12 +15,22 @@ from pathlib import Path
 
 from corpora.domains import HeldoutSplitter
 from corpora.manifest import SourceStats, check_accounting, manifest_markdown
-from corpora.shards import HELDOUT_FILE, ShardWriter
+from corpora.shards import HELDOUT_FILE, ShardWriter, record_line
 from corpora.sources import rel_path
 from zhllama.artifacts import atomic_write_json, atomic_write_text, sha256_file
 from zhllama.config import to_dict
 
 MANIFEST_VERSION = 2  # 2: records carry domain and script; per-domain counts
+
+
+def output_record(src, doc_id: str, text: str, script: str) -> dict:
+    """The record of a kept document of source ``src`` (a :class:`~corpora.sources.SourceConfig`).
+
+    >>> from corpora.sources import SourceConfig
+    >>> output_record(SourceConfig("drcd", "squad", ["x"], "encyclopedia", "traditional"), "dev.json#7", "數學", "traditional")
+    {'id': 'drcd/dev.json#7', 'source': 'drcd', 'domain': 'encyclopedia', 'script': 'traditional', 'text': '數學'}
+    """
+    return {"id": f"{src.name}/{doc_id}", "source": src.name, "domain": src.domain, "script": script, "text": text}
 
 
 class CorpusOutput:
@@ -30,7 +40,6 @@ class CorpusOutput:
         self.cfg = cfg
         self.out_dir = out_dir
         self.stats = [SourceStats() for _ in cfg.sources]
-        self._index = {src.name: i for i, src in enumerate(cfg.sources)}
         self.splitter = HeldoutSplitter(cfg.heldout_fraction, cfg.heldout_min_documents)
         self.writers = {
             "train": ShardWriter(out_dir / "train", cfg.shard_max_documents, cfg.shard_max_bytes),
@@ -46,18 +55,26 @@ class CorpusOutput:
         """Count a read unit as rejected."""
         self.stats[si].reject(reason, input_chars, example)
 
+    def add_stats(self, si: int, stats: SourceStats) -> None:
+        """Add counts made elsewhere (a worker's reads and rejections) to source ``si``."""
+        self.stats[si].add(stats)
+
     def keep(self, si: int, doc_id: str, text: str, input_chars: int, script: str, detected: str,
              digest: bytes) -> None:
         """Keep a document: it goes to train or heldout (possibly later, see :class:`HeldoutSplitter`)."""
-        src = self.cfg.sources[si]
-        self.stats[si].keep(input_chars, len(text), detected)
-        record = {"id": f"{src.name}/{doc_id}", "source": src.name, "domain": src.domain, "script": script, "text": text}
-        self._write(self.splitter.add((src.domain, script), digest, record))
+        line = record_line(output_record(self.cfg.sources[si], doc_id, text, script))
+        self.keep_line(si, line, len(text), input_chars, script, detected, digest)
+
+    def keep_line(self, si: int, line: bytes, text_chars: int, input_chars: int, script: str, detected: str,
+                  digest: bytes) -> None:
+        """:meth:`keep` for a record serialised already (by a worker, :func:`~corpora.shards.record_line`)."""
+        self.stats[si].keep(input_chars, text_chars, detected)
+        self._write(self.splitter.add((self.cfg.sources[si].domain, script), digest, (si, script, text_chars, line)))
 
     def _write(self, ready: list) -> None:
-        for split, rec in ready:
-            self.writers[split].write(rec)
-            self.stats[self._index[rec["source"]]].written(split, rec["script"], len(rec["text"]))
+        for split, (si, script, text_chars, line) in ready:
+            self.writers[split].write_line(line, text_chars)
+            self.stats[si].written(split, script, text_chars)
 
     def _group(self, key) -> dict[str, dict]:
         groups: dict[str, tuple[list[str], SourceStats]] = {}
@@ -73,8 +90,10 @@ class CorpusOutput:
         return out
 
     def finish(self, files: list[list[Path]], file_counts: dict[Path, int], truncated: set[Path],
-               extra_config: dict | None = None) -> dict:
-        """Flush held-back documents, close shards, check the accounting, write manifest.json + report.md."""
+               extra_config: dict | None = None, hashes: dict[Path, str] | None = None) -> dict:
+        """Flush held-back documents, close shards, check the accounting, write manifest.json + report.md.
+
+        ``hashes``: the inputs' sha256 computed already (else computed here when ``hash_inputs``)."""
         cfg, data_dir = self.cfg, Path(self.cfg.data_dir)
         self._write(self.splitter.finish())
         for w in self.writers.values():
@@ -94,11 +113,11 @@ class CorpusOutput:
                 "files": [
                     {"path": rel_path(f, data_dir), "bytes": f.stat().st_size, "documents_read": file_counts.get(f, 0),
                      **({"truncated_at_chars": -(-cfg.max_chars_per_source // len(fs))} if f in truncated else {}),
-                     **({"sha256": sha256_file(f)} if cfg.hash_inputs else {})}
+                     **({"sha256": (hashes or {}).get(f) or sha256_file(f)} if cfg.hash_inputs else {})}
                     for f in fs
                 ],
                 **counts,
-                "rejected_examples": st.examples,
+                "rejected_examples": dict(sorted(st.examples.items())),
             }
         totals = total.to_dict()
         check_accounting(totals, "total")

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Union
 
-from corpora.inputs import gb18030_error, looks_like_gb18030, open_input
+from corpora.inputs import Part, gb18030_error, looks_like_gb18030, open_input, open_part
 from zhllama.cli import UserError
 
 #: Lines longer than this many bytes are skipped (streamed past in chunks) and counted as
@@ -97,26 +97,27 @@ def _decoded_len(data: bytes, encoding: str = "utf-8") -> int:
     return len(data.decode(encoding, errors="replace"))
 
 
-def iter_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-               encoding: str = "utf-8") -> Iterator[tuple[int, str | None, Rejection | None]]:
+def iter_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, encoding: str = "utf-8",
+               part: Part | None = None) -> Iterator[tuple[int, str | None, Rejection | None]]:
     """Yield ``(line_number, text, None)`` per line (newline stripped), or ``(n, None, Rejection)``.
 
     The file is opened by :func:`corpora.inputs.open_input` (decompressed, UTF-16 re-encoded). A
     line that does not decode (``invalid_utf8`` / ``invalid_encoding``) or is longer than
     ``max_line_bytes`` becomes a rejection; the long line is read in 1 MiB chunks and never held
     whole (its characters are still counted). A NUL byte or a GB18030 line in a UTF-8 source stops
-    with a ``UserError`` naming ``file:line``, on the first line as on the millionth.
+    with a ``UserError`` naming ``file:line``, on the first line as on the millionth. ``part``: only
+    the lines of that byte range of an uncompressed file, numbered from ``part.first_line``.
 
     >>> list(iter_lines(Path("a.txt.gz")))  # doctest: +SKIP
     [(1, 'first', None), (2, 'second', None)]
     """
     name = path.name
-    stream, what = open_input(path)
+    stream, what = open_input(path) if part is None else (open_part(path, part), None)
     if what and "utf-" in what:
         encoding = "utf-8"  # re-encoded from its BOM / NUL pattern: a declared encoding does not apply
     utf8 = codecs.lookup(encoding).name == "utf-8"
     with stream as f:
-        lineno = 0
+        lineno = part.first_line - 1 if part else 0
         while True:
             raw = f.readline(max_line_bytes + 1)
             if not raw:
@@ -163,15 +164,15 @@ def iter_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
             yield lineno, line, None
 
 
-def _json_lines(path: Path, max_line_bytes: int, what: str,
-                encoding: str = "utf-8") -> Iterator[tuple[str, dict | None, Item | None]]:
+def _json_lines(path: Path, max_line_bytes: int, what: str, encoding: str = "utf-8",
+                part: Part | None = None) -> Iterator[tuple[str, dict | None, Item | None]]:
     """Yield ``(doc_id, obj, None)`` per JSON-object line or ``(doc_id, None, Rejection)``.
 
     The first non-blank line must be a JSON object, else the whole file is of the wrong format
     (fatal); later bad lines are rejections.
     """
-    seen_good = False
-    for lineno, line, rej in iter_lines(path, max_line_bytes, encoding):
+    seen_good = part is not None and part.first_line > 1  # a later part: its first line is not the file's
+    for lineno, line, rej in iter_lines(path, max_line_bytes, encoding, part):
         doc_id = f"{path.name}:{lineno}"
         if rej is not None:
             yield doc_id, None, rej
@@ -196,7 +197,7 @@ def _json_lines(path: Path, max_line_bytes: int, what: str,
 
 def read_jsonl(
     path: Path, text_field: str = "text", id_field: str | None = "id",
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, encoding: str = "utf-8",
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, encoding: str = "utf-8", part: Part | None = None,
 ) -> Iterator[Item]:
     """JSON lines with the text in ``text_field`` (WikiExtractor ``--json`` output is this with "text").
 
@@ -205,7 +206,7 @@ def read_jsonl(
 
     >>> # a line {"id": "13", "text": "数学..."}  ->  RawDoc("wiki_00.jsonl#13", "数学...")
     """
-    for doc_id, obj, rej in _json_lines(path, max_line_bytes, "JSON lines", encoding):
+    for doc_id, obj, rej in _json_lines(path, max_line_bytes, "JSON lines", encoding, part):
         if rej is not None:
             yield rej
             continue
@@ -252,9 +253,10 @@ def baike_text(obj: dict) -> str | None:
     return "\n\n".join(parts) if body else None
 
 
-def read_baike(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, encoding: str = "utf-8") -> Iterator[Item]:
+def read_baike(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, encoding: str = "utf-8",
+               part: Part | None = None) -> Iterator[Item]:
     """Baidu Baike style JSON lines: ``title``, ``summary``, ``sections: [{title, content}]``."""
-    for doc_id, obj, rej in _json_lines(path, max_line_bytes, "Baike JSON lines", encoding):
+    for doc_id, obj, rej in _json_lines(path, max_line_bytes, "Baike JSON lines", encoding, part):
         if rej is not None:
             yield rej
             continue
@@ -315,7 +317,7 @@ def read_squad(path: Path, encoding: str = "utf-8") -> Iterator[Item]:
 
 def read_plain_text(
     path: Path, unit: Literal["paragraph", "line"] = "paragraph", max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-    encoding: str = "utf-8",
+    encoding: str = "utf-8", part: Part | None = None,
 ) -> Iterator[Item]:
     """Plain UTF-8 text: a document per blank-line-separated paragraph, or per line.
 
@@ -328,7 +330,7 @@ def read_plain_text(
         raise ValueError(f"unit must be 'paragraph' or 'line', got {unit!r}")
     block: list[str] = []
     start = 0
-    for lineno, line, rej in iter_lines(path, max_line_bytes, encoding):
+    for lineno, line, rej in iter_lines(path, max_line_bytes, encoding, part):
         if rej is not None:
             yield rej
             continue

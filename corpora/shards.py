@@ -161,6 +161,15 @@ def load_manifest(corpus_dir: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def record_line(record: dict) -> bytes:
+    """A record as the shards hold it: one JSON line, UTF-8, non-ASCII kept.
+
+    >>> record_line({"id": "s/1", "text": "数学"})
+    b'{"id": "s/1", "text": "\\xe6\\x95\\xb0\\xe5\\xad\\xa6"}\\n'
+    """
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+
+
 class ShardWriter:
     """Append records to ``train/shard-NNNNN.jsonl`` files, starting a new shard at either limit.
 
@@ -196,7 +205,10 @@ class ShardWriter:
 
     def write(self, record: dict) -> None:
         """Write one record (one JSON line, UTF-8, non-ASCII kept)."""
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        self.write_line(record_line(record), len(record["text"]))
+
+    def write_line(self, data: bytes, text_chars: int) -> None:
+        """Write one record already serialised by :func:`record_line` (its text has ``text_chars`` characters)."""
         if not self.single_file and (
             self._f is None or self._docs_in_shard >= self.max_documents
             or (self._docs_in_shard > 0 and self._bytes_in_shard + len(data) > self.max_bytes)
@@ -207,7 +219,7 @@ class ShardWriter:
         self._docs_in_shard += 1
         self._bytes_in_shard += len(data)
         self.documents += 1
-        self.characters += len(record["text"])
+        self.characters += text_chars
         self.bytes += len(data)
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from corpora import readers, wiki_readers
-from corpora.inputs import COMPRESSED_SUFFIXES, check_encoding
+from corpora.inputs import COMPRESSED_SUFFIXES, Part, check_encoding
 from corpora.readers import Item
 from corpora.scripts import SCRIPTS, check_conversion
 from zhllama.cli import UserError
@@ -134,20 +134,22 @@ def resolve_source_files(src: SourceConfig, data_dir: Path) -> list[Path]:
     return list(dict.fromkeys(files))
 
 
-def read_file(src: SourceConfig, path: Path, max_line_bytes: int) -> Iterator[Item]:
-    """Dispatch one file to the reader of its source's format."""
+def read_file(src: SourceConfig, path: Path, max_line_bytes: int, part: Part | None = None) -> Iterator[Item]:
+    """Dispatch one file (or one part of it, see :mod:`corpora.units`) to the reader of its source's format."""
     if src.format == "wikiextractor":
-        return wiki_readers.read_wikiextractor(path, src.id_field or None, max_line_bytes, src.encoding)
+        return wiki_readers.read_wikiextractor(path, src.id_field or None, max_line_bytes, src.encoding, part)
     if src.format == "jsonl":
-        return readers.read_jsonl(path, src.text_field, src.id_field or None, max_line_bytes, src.encoding)
+        return readers.read_jsonl(path, src.text_field, src.id_field or None, max_line_bytes, src.encoding, part)
     if src.format == "baike":
-        return readers.read_baike(path, max_line_bytes, src.encoding)
+        return readers.read_baike(path, max_line_bytes, src.encoding, part)
+    if src.format == "text":
+        return readers.read_plain_text(path, src.text_unit, max_line_bytes, src.encoding, part)
+    if src.format == "wiki_xml":
+        return wiki_readers.read_wiki_xml(path, part=part)
+    if part is not None:
+        raise ValueError(f"source {src.name!r}: {src.format} files are read whole, not in parts")
     if src.format == "squad":
         return readers.read_squad(path, src.encoding)
-    if src.format == "text":
-        return readers.read_plain_text(path, src.text_unit, max_line_bytes, src.encoding)
-    if src.format == "wiki_xml":
-        return wiki_readers.read_wiki_xml(path)
     raise UserError(f"source {src.name!r}: unknown format {src.format!r}")
 
 

@@ -7,12 +7,14 @@ WikiExtractor's output in both its formats (``--json`` lines and the default ``<
 from __future__ import annotations
 
 import html
+import itertools
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from corpora.inputs import open_input
+from corpora.inputs import Part, open_input
+from corpora.multistream import iter_range_bytes
 from corpora.readers import (
     DEFAULT_MAX_LINE_BYTES,
     Item,
@@ -24,6 +26,7 @@ from corpora.readers import (
 )
 from zhllama.cli import UserError
 
+_FEED_BYTES = 16 << 10  # as iterparse: the elements of one piece's pages are alive at once
 _DOC_OPEN_RE = re.compile(r'^<doc\s+([^>]*)>\s*$')
 _ATTR_RE = re.compile(r'(\w+)="([^"]*)"')
 
@@ -35,13 +38,15 @@ def _head(path: Path, n_bytes: int = 4096) -> bytes:
         return stream.read(n_bytes).removeprefix(b"\xef\xbb\xbf").lstrip()
 
 
-def read_wikiextractor(path: Path, id_field: str | None = "id",
-                       max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, encoding: str = "utf-8") -> Iterator[Item]:
+def read_wikiextractor(path: Path, id_field: str | None = "id", max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                       encoding: str = "utf-8", part: Part | None = None) -> Iterator[Item]:
     """WikiExtractor output in either format, told apart by the file's first line: ``--json``
     lines (``{"id","url","title","text"}``) or the default ``<doc id= url= title=>...</doc>`` blocks.
 
     >>> # AA/wiki_00 starting '<doc id="13" ...>' -> read_wikiextractor_doc; '{"id": "13", ...}' -> read_jsonl
     """
+    if part is not None:  # only JSON lines files are cut into parts (corpora.units)
+        return read_jsonl(path, "text", id_field, max_line_bytes, encoding, part)
     check_not_binary(path)
     head = _head(path)
     if head.startswith(b"<doc"):
@@ -97,37 +102,58 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def read_wiki_xml(path: Path, namespaces: tuple[int, ...] = (0,)) -> Iterator[Item]:
+def read_wiki_xml(path: Path, namespaces: tuple[int, ...] = (0,), part: Part | None = None) -> Iterator[Item]:
     """A MediaWiki XML export, plain or compressed (``.bz2`` multistream dumps included), page by page.
 
     Yields a ``RawDoc(markup="wikitext")`` per article page (the cleaner turns wikitext into text
     with ``wikiextractor``); redirects and pages outside ``namespaces`` are rejections
     (``redirect``, ``non_article_namespace``) carrying their wikitext length. Memory stays
-    constant: each ``<page>`` element is cleared once handled.
+    constant: each ``<page>`` element is cleared once handled. ``part`` reads only the bz2 streams in
+    that byte range of a multistream dump (:mod:`corpora.multistream`): the parts cut at
+    :func:`~corpora.multistream.split_offsets` together yield what the whole file does.
 
-    >>> # zhwiki-20240101-pages-articles-multistream.xml.bz2 -> RawDoc("...#13", "'''数学'''...", "wikitext")
+    >>> # zhwiki-20240101-pages-articles-multistream.xml.bz2 -> RawDoc("...#13", "'\''数学'\''...", "wikitext")
     """
-    name = path.name
-    stream, _ = open_input(path)  # plain, .bz2 (multistream too), .gz, .xz, .zst: told by the bytes
+    if part is None:
+        stream, _ = open_input(path)  # plain, .bz2 (multistream too), .gz, .xz, .zst: told by the bytes
+        yield from _pages(path, _file_chunks(path, stream), namespaces)
+        return
+    start, end = part.start, part.end
+    # A range holds whole pages; only the first has the <mediawiki> header, only the last its end tag.
+    yield from _pages(path, iter_range_bytes(path, start, end), namespaces, b"<mediawiki>" if start else b"",
+                      b"</mediawiki>" if end < path.stat().st_size else b"", f" in the bz2 streams at bytes {start}-{end}")
+
+
+def _file_chunks(path: Path, stream) -> Iterator[bytes]:
+    with stream as f:
+        try:
+            while data := f.read(_FEED_BYTES):
+                yield data
+        except (OSError, EOFError) as e:  # bz2: "Invalid data stream", "Compressed file ended..."
+            raise UserError(f"{path}: cannot read compressed dump: {e}") from None
+
+
+def _pages(path: Path, chunks: Iterable[bytes], namespaces: tuple[int, ...], prefix: bytes = b"",
+           suffix: bytes = b"", where: str = "") -> Iterator[Item]:
+    parser = ET.XMLPullParser(events=("start", "end"))
+    root = None
     try:
-        with stream as f:
-            context = ET.iterparse(f, events=("start", "end"))
-            root = None
-            for event, elem in context:
-                if root is None:
-                    root = elem
-                    if _local(elem.tag) != "mediawiki":
-                        raise UserError(f"{path}: not a MediaWiki XML export (root element <{_local(elem.tag)}>)")
-                    continue
-                if event != "end" or _local(elem.tag) != "page":
-                    continue
-                yield _page_item(name, elem, namespaces)
-                root.clear()  # drop handled pages: constant memory on a 20 GB dump
+        for data in itertools.chain([prefix], chunks, [suffix]):
+            for at in range(0, len(data), _FEED_BYTES):  # events (and their elements) pile up per feed
+                parser.feed(data[at : at + _FEED_BYTES])
+                for event, elem in parser.read_events():
+                    if root is None:
+                        root = elem
+                        if _local(elem.tag) != "mediawiki":
+                            raise UserError(f"{path}: not a MediaWiki XML export (root element <{_local(elem.tag)}>)")
+                    elif event == "end" and _local(elem.tag) == "page":
+                        yield _page_item(path.name, elem, namespaces)
+                        root.clear()  # drop handled pages: constant memory on a 20 GB dump
+        parser.close()
     except ET.ParseError as e:
         line, col = e.position
-        raise UserError(f"{path}:{line}: malformed MediaWiki XML (column {col}): {e}") from None
-    except (OSError, EOFError) as e:  # bz2: "Invalid data stream", "Compressed file ended..."
-        raise UserError(f"{path}: cannot read compressed dump: {e}") from None
+        at = f"{path}:{line}" if not where else f"{path}: line {line}{where}"
+        raise UserError(f"{at}: malformed MediaWiki XML (column {col}): {e}") from None
 
 
 def _page_item(name: str, page: ET.Element, namespaces: tuple[int, ...]) -> Item:

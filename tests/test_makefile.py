@@ -39,6 +39,8 @@ def stage_commands(target: str, **variables: str) -> list[list[str]]:
     commands = []
     for line in out.replace("\\\n", " ").splitlines():
         words = shlex.split(line)
+        while words and "=" in words[0] and words[0].split("=", 1)[0].isidentifier():
+            words = words[1:]  # `VAR=value python -m ...`: an environment assignment before the command
         if words[:2] == ["python", "-m"] and len(words) > 3 and (REPO_ROOT / words[2] / "__main__.py").is_file():
             commands.append(words[2:])
     return commands

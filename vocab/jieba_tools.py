@@ -100,25 +100,6 @@ def _read_dict(path: str, mtime_ns: int, min_chars: int) -> tuple[tuple[str, int
     return tuple(words)
 
 
-def with_traditional_variants(words: Iterable[tuple[str, int]], config: str = "s2t") -> list[tuple[str, int]]:
-    """Each ``(word, freq)`` followed by its OpenCC Traditional form (same freq) when that differs.
-
-    jieba's dictionary is Simplified; a corpus with Traditional text (zh-TW Wikipedia) gets its
-    Traditional words from this. Example: ``[("中国", 5)] -> [("中国", 5), ("中國", 5)]``.
-    """
-    import opencc
-
-    converter = opencc.OpenCC(config)
-    out: list[tuple[str, int]] = []
-    seen: set[str] = set()
-    for word, freq in words:
-        for form in (word, converter.convert(word)):
-            if form not in seen:
-                seen.add(form)
-                out.append((form, freq))
-    return out
-
-
 def dict_training_lines(
     words: Iterable[tuple[str, int]], corpus_chars: int, weight: float, delimiter: str = DEFAULT_DELIMITER
 ) -> Iterator[str]:

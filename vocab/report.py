@@ -15,13 +15,13 @@ words that are one piece. Example::
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vocab.jieba_tools import HAN_RE, has_han, load_dict_words
+from vocab.loaders import domain_sets, load_texts, load_tokenizer_bytes
 from zhllama.artifacts import atomic_dir, atomic_write_json, atomic_write_text, sha256_bytes, write_meta
 from zhllama.cli import UserError
 
@@ -50,6 +50,9 @@ class ReportConfig:
     """Use at most this many documents of each text file (0 = all)."""
     jieba_words: int = 20000
     """How many of jieba's most frequent dictionary words to test for being a single piece (0 = skip)."""
+    domains_file: Path | None = None
+    """A corpus-stage JSONL file with ``domain``/``script`` fields (e.g. ``artifacts/corpus/heldout/heldout.jsonl``):
+    adds the per-domain, per-script table (tokens/char, byte-fallback share, pieces used) and ``domains.png``."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -290,65 +293,7 @@ def plot(result: dict):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Loading (CLI side)
-
-
-def load_tokenizer_bytes(path: str | Path) -> bytes:
-    """Bytes of a SentencePiece model given as a ``.model`` file or a dir holding ``tokenizer.model``."""
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
-    p = Path(path)
-    if p.is_dir():
-        p = p / "tokenizer.model"
-    if not p.is_file():
-        raise UserError(f"tokenizer not found: {path} (expected a .model file or a dir with tokenizer.model)")
-    data = p.read_bytes()
-    try:
-        m = pb.ModelProto()
-        m.ParseFromString(data)
-    except Exception:
-        raise UserError(f"{p}: not a SentencePiece model") from None
-    if not m.pieces:
-        raise UserError(f"{p}: not a SentencePiece model (no pieces)")
-    return data
-
-
-def load_texts(path: str | Path, max_docs: int = 0) -> list[str]:
-    """Documents of a text file: ``.jsonl`` -> each line's ``text``; ``.json`` -> SQuAD paragraph
-    contexts (deduplicated) or a list of strings; anything else -> one document per non-empty line."""
-    from vocab.train import iter_jsonl_texts
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"text file not found: {p}")
-    if p.suffix == ".jsonl":
-        docs = []
-        for t in iter_jsonl_texts([p]):
-            docs.append(t)
-            if max_docs and len(docs) >= max_docs:
-                break
-    elif p.suffix == ".json":
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{p}:{e.lineno}: not valid JSON ({e.msg})") from None
-        if isinstance(data, list) and all(isinstance(x, str) for x in data):
-            docs = data
-        elif isinstance(data, dict) and isinstance(data.get("data"), list):
-            seen: dict[str, None] = {}
-            for article in data["data"]:
-                for para in article.get("paragraphs", []):
-                    if isinstance(para.get("context"), str):
-                        seen.setdefault(para["context"], None)
-            docs = list(seen)
-        else:
-            raise UserError(f"{p}: expected a SQuAD-style object with 'data' or a JSON list of strings")
-    else:
-        docs = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    docs = docs[:max_docs] if max_docs else docs
-    if not docs:
-        raise UserError(f"{p}: no text found")
-    return docs
+# CLI side (loaders: vocab/loaders.py)
 
 
 def _unique_names(paths: list[Path], given: list[str], what: str, default) -> list[str]:
@@ -372,25 +317,44 @@ def run(cfg: ReportConfig) -> dict:
     """CLI: load tokenizers and texts, :func:`compare`, write report.json/.md/.png + meta.json to ``out_dir``."""
     if not cfg.tokenizer:
         raise UserError("give at least one --tokenizer (a .model file or a dir with tokenizer.model)")
-    if not cfg.text:
-        raise UserError("give at least one --text (.txt, .jsonl or SQuAD .json)")
+    if not cfg.text and not cfg.domains_file:
+        raise UserError("give at least one --text (.txt, .jsonl or SQuAD .json) or --domains_file")
     start = time.perf_counter()
     tok_names = _unique_names(cfg.tokenizer, cfg.names, "tokenizer", _tokenizer_name)
     text_names = _unique_names(cfg.text, cfg.text_names, "text", lambda p: p.stem)
     tokenizers = {n: load_tokenizer_bytes(p) for n, p in zip(tok_names, cfg.tokenizer, strict=True)}
     texts = {n: load_texts(p, cfg.max_docs_per_text) for n, p in zip(text_names, cfg.text, strict=True)}
+    by_domain = domain_sets(cfg.domains_file) if cfg.domains_file else None
+    if not texts:  # only a domains file: the general comparison runs on its documents
+        texts = {"all domains": [t for name, ts in by_domain.items() if "/" not in name for t in ts]}
+        text_names = list(texts)
     result = compare(tokenizers, texts, base=cfg.base or None, jieba_words=cfg.jieba_words)
     fig = plot(result)
+    md = to_markdown(result)
+    dfig = None
+    if by_domain is not None:
+        from vocab.domains import domain_table, domains_of
+        from vocab.merge_report import domain_markdown, plot_domains
+
+        table = domain_table(tokenizers, by_domain)
+        result["domains"] = table
+        md += "\n" + domain_markdown(table, None, f"By domain and script ({cfg.domains_file})")
+        sets = domains_of(table[tok_names[0]]) + [s for s in ("all/simplified", "all/traditional") if s in by_domain]
+        dfig = plot_domains(table, sets, "Tokens per character by domain and script")
     with atomic_dir(cfg.out_dir) as tmp:
         atomic_write_json(tmp / "report.json", result)
-        atomic_write_text(tmp / "report.md", to_markdown(result))
+        atomic_write_text(tmp / "report.md", md)
         fig.savefig(tmp / "report.png", dpi=120)
+        if dfig is not None:
+            dfig.savefig(tmp / "domains.png", dpi=120)
         inputs = {f"tokenizer:{n}": result["tokenizers"][n]["sha256"] for n in tok_names}
-        inputs.update({f"text:{n}": sha256_bytes(Path(p).read_bytes()) for n, p in zip(text_names, cfg.text, strict=True)})
+        inputs.update({f"text:{n}": sha256_bytes(Path(p).read_bytes()) for n, p in zip(text_names, cfg.text, strict=False)})
+        if cfg.domains_file:
+            inputs["domains_file"] = sha256_bytes(Path(cfg.domains_file).read_bytes())
         write_meta(tmp, config=cfg, inputs=inputs)
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    plt.close("all")
     best = {s: min(tok_names, key=lambda t: result["metrics"][t][s]["tokens_per_char"]) for s in text_names}
     print(
         f"vocab report: {len(tok_names)} tokenizer(s) x {len(text_names)} text set(s) in "

@@ -22,17 +22,15 @@ import resource
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from corpora.shards import iter_jsonl_texts  # one JSONL reader; merge.py, report.py import it here
-from vocab.jieba_tools import (
-    DEFAULT_DELIMITER,
-    dict_training_lines,
-    load_dict_words,
-    mark_word_boundaries,
-    with_traditional_variants,
+from corpora.shards import (  # the one JSONL reader; merge, report use it here
+    iter_jsonl_records,
 )
+from vocab.domains import cross_script_copies
+from vocab.jieba_tools import DEFAULT_DELIMITER, dict_training_lines, mark_word_boundaries
+from vocab.wordlists import load_words, with_variants
 from zhllama.artifacts import atomic_dir, atomic_write_bytes, atomic_write_json, sha256_file, write_meta
 from zhllama.cli import UserError
 
@@ -67,14 +65,23 @@ class TrainConfig:
     """Pre-segment training sentences with jieba so no BPE piece crosses a jieba word boundary."""
     jieba_hmm: bool = False
     """Let jieba's HMM guess out-of-dictionary words while pre-segmenting."""
-    jieba_dict_words: int = 20000
-    """Add the N most frequent Han words of the jieba dictionary as weighted extra input (0 = off)."""
-    jieba_dict_weight: float = 0.1
-    """Character mass of the dictionary input relative to the sampled corpus characters."""
-    jieba_dict_traditional: bool = False
-    """Also add each dictionary word's OpenCC Traditional form (same count): jieba's dict is Simplified."""
-    jieba_dict_path: Path | None = None
-    """A jieba-format dictionary (``word freq [tag]`` lines); null = the one shipped with jieba."""
+    word_list: str = "wordfreq"
+    """Word-frequency list added as weighted extra input (:mod:`vocab.wordlists`): ``wordfreq``
+    (subtitles, web, news, social, books, Wikipedia), ``jieba``, a ``word freq`` file, or ``none``."""
+    word_list_words: int = 50000
+    """The N most frequent Han words (2+ characters) of the list (0 = off)."""
+    word_list_weight: float = 0.1
+    """Character mass of the word-list input relative to the sampled corpus characters."""
+    word_list_variants: list[str] = field(default_factory=lambda: ["s2twp", "s2hk"])
+    """OpenCC conversions whose forms of each word are added too (the lists are Simplified)."""
+    word_list_variant_weight: float = 0.5
+    """Frequency of a Traditional form relative to its Simplified word."""
+    cross_script_share: float = 0.5
+    """Share of the Simplified and of the Traditional training records also fed converted to the
+    other script (OpenCC ``tw2sp`` / ``s2twp``; :func:`vocab.domains.cross_script_copies`)."""
+    domain_weights: dict[str, float] = field(default_factory=dict)
+    """Multiplier on each corpus domain's natural share of the training text (a record's ``domain``,
+    else its ``source``); a missing domain keeps 1.0, 0 drops it. Applied as repeat counts."""
     min_chars_per_piece: float = 20.0
     """Refuse to train when the sample has fewer characters than this times ``vocab_size``: a BPE on
     too little text memorises whole sentences instead of learning reusable pieces."""
@@ -106,8 +113,19 @@ class TrainConfig:
             raise ValueError("need max_sentences >= 1 and 1 <= min_sentence_chars <= max_sentence_chars")
         if self.model_type not in ("bpe", "unigram"):
             raise ValueError(f"model_type must be 'bpe' or 'unigram', got {self.model_type!r}")
-        if self.jieba_dict_words < 0 or self.jieba_dict_weight < 0:
-            raise ValueError("jieba_dict_words and jieba_dict_weight must be >= 0")
+        if self.word_list_words < 0 or self.word_list_weight < 0 or self.word_list_variant_weight < 0:
+            raise ValueError("word_list_words, word_list_weight and word_list_variant_weight must be >= 0")
+        if not 0.0 <= self.cross_script_share <= 1.0:
+            raise ValueError(f"cross_script_share must be in [0, 1], got {self.cross_script_share}")
+        from corpora.domains import check_weights
+
+        check_weights(self.domain_weights, where="domain_weights")
+        from vocab.wordlists import check_variants
+
+        try:
+            check_variants(self.word_list_variants)
+        except UserError as e:
+            raise ValueError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -205,11 +223,11 @@ def training_lines(sentences: Iterable[str], cfg: TrainConfig, progress: bool = 
         if cfg.jieba_word_boundaries:
             s = mark_word_boundaries(s, DEFAULT_DELIMITER, hmm=cfg.jieba_hmm)
         lines.append(f"{s}\t1")
-    if cfg.jieba_dict_words > 0:
-        words = load_dict_words(cfg.jieba_dict_path, cfg.jieba_dict_words)
-        if cfg.jieba_dict_traditional:
-            words = with_traditional_variants(words)
-        lines.extend(dict_training_lines(words, corpus_chars, cfg.jieba_dict_weight, DEFAULT_DELIMITER))
+    if cfg.word_list != "none" and cfg.word_list_words > 0 and cfg.word_list_weight > 0:
+        words = load_words(cfg.word_list, cfg.word_list_words)
+        if cfg.word_list_variants:
+            words = with_variants(words, cfg.word_list_variants, cfg.word_list_variant_weight)
+        lines.extend(dict_training_lines(words, corpus_chars, cfg.word_list_weight, DEFAULT_DELIMITER))
     return lines
 
 
@@ -309,6 +327,37 @@ def corpus_files(corpus_dir: str | Path) -> list[Path]:
     return shard_files(corpus_dir, "train")
 
 
+def weighted_texts(records: Iterable[dict], weights: dict[str, float], seen: set[str] | None = None) -> Iterator[str]:
+    """The texts of :func:`corpora.domains.weighted_sample` (each record ``floor(w)`` times, plus once
+    more with probability ``w - floor(w)``, stable per record; ``w`` = its domain's weight, 1.0 if not
+    listed). Domains met are added to ``seen``.
+
+    >>> list(weighted_texts([{"id": "1", "domain": "a", "text": "甲"}, {"id": "2", "domain": "b", "text": "乙"}],
+    ...                     {"a": 2, "b": 0}))
+    ['甲', '甲']
+    """
+    from corpora.domains import weighted_sample
+
+    def noted(recs: Iterable[dict]) -> Iterator[dict]:
+        for rec in recs:
+            if seen is not None:
+                seen.add(str(rec.get("domain", "")))
+            yield rec
+
+    for rec in weighted_sample(noted(records), weights):
+        yield rec["text"]
+
+
+def check_domain_weights(weights: dict[str, float], seen: set[str]) -> None:
+    """A :class:`UserError` naming ``domain_weights.<key>`` for a bad weight or a domain the corpus lacks."""
+    from corpora.domains import check_weights
+
+    try:
+        check_weights(weights, known=seen, where="domain_weights")
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def _peak_rss_mb() -> float:
     # ru_maxrss is KiB on Linux, bytes on macOS.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -325,10 +374,14 @@ def run(cfg: TrainConfig) -> dict:
     from vocab.dev_split import is_dev
 
     # Dev documents are excluded here so that the merge can measure on text BPE never saw.
-    docs = tqdm((t for t in iter_jsonl_texts(files) if not is_dev(t, cfg.dev_fraction)),
+    records = cross_script_copies((r for r in iter_jsonl_records(files) if not is_dev(r["text"], cfg.dev_fraction)),
+                                  cfg.cross_script_share)
+    seen_domains: set[str] = set()
+    docs = tqdm(weighted_texts(records, cfg.domain_weights, seen_domains),
                 desc=f"sampling {len(files)} shard(s)", unit="doc", mininterval=1.0)
     sentences = sample_sentences(docs, cfg, stats)
     docs.close()
+    check_domain_weights(cfg.domain_weights, seen_domains)
     model_bytes = train_bpe(sentences, cfg, progress=True, stats=stats)
     del sentences
     seconds = time.perf_counter() - start

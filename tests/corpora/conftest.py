@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import bz2
+import json
 from pathlib import Path
 
 import pytest
@@ -56,20 +57,62 @@ PAGES = [
 ]
 
 
-def write_multistream_dump(path: Path, pages=PAGES) -> Path:
-    """Write a MediaWiki export as a multistream .xml.bz2: header, one stream per page, footer."""
+def write_multistream_dump(path: Path, pages=PAGES, pages_per_stream: int = 1, index: bool = False) -> Path:
+    """Write a MediaWiki export as a multistream .xml.bz2, laid out as Wikimedia's: the header, streams
+    of ``pages_per_stream`` pages (Wikimedia: 100), the footer; with ``index``, the
+    ``...-multistream-index.txt.bz2`` next to it (``offset:page_id:title`` per page)."""
     from xml.sax.saxutils import escape
 
     streams = [bz2.compress(SITEINFO.format(ns=_NS).encode())]
-    for pid, title, ns, is_redirect, text in pages:
-        redirect = f'\n    <redirect title="{escape(title)}" />' if is_redirect else ""
-        # ARTICLE_WIKITEXT already holds escaped &lt;ref&gt; as in real dumps; escape the rest.
-        body = text if "&lt;" in text else escape(text)
-        streams.append(bz2.compress(PAGE.format(title=escape(title), ns=ns, id=pid, redirect=redirect,
-                                                text=body).encode()))
+    index_lines = []
+    for start in range(0, len(pages), pages_per_stream):
+        offset = sum(map(len, streams))
+        xml = ""
+        for pid, title, ns, is_redirect, text in pages[start : start + pages_per_stream]:
+            redirect = f'\n    <redirect title="{escape(title)}" />' if is_redirect else ""
+            # ARTICLE_WIKITEXT already holds escaped &lt;ref&gt; as in real dumps; escape the rest.
+            body = text if "&lt;" in text else escape(text)
+            xml += PAGE.format(title=escape(title), ns=ns, id=pid, redirect=redirect, text=body)
+            index_lines.append(f"{offset}:{pid}:{title}\n")
+        streams.append(bz2.compress(xml.encode()))
     streams.append(bz2.compress(b"</mediawiki>\n"))
     path.write_bytes(b"".join(streams))
+    if index:
+        name = path.name.replace("multistream", "multistream-index", 1).replace(".xml", ".txt", 1)
+        (path.parent / name).write_bytes(bz2.compress("".join(index_lines).encode()))
     return path
+
+
+def realistic_pages(data_dir: Path) -> list[tuple]:
+    """zhwiki-like pages around real article text (the two zhwiki files of shared/data): an infobox,
+    bold title, links, a reference, sections, a category. Every 7th article is followed by a redirect
+    to it, every 11th by its talk page; every 13th has a copy with one added sentence (a near
+    duplicate) and every 29th an exact copy (page ids from 30,000,000 on), both a few streams later."""
+    docs = [json.loads(line) for f in sorted((data_dir / "zhwiki").glob("*.jsonl"))
+            for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+    pages, copies = [], []
+    for i, doc in enumerate(docs):
+        title, *paras = [p for p in doc["text"].split("\n\n") if p.strip()]
+        if not paras:
+            continue
+        body = [f"[[{p[:4]}]]{p[4:]}" if len(p) > 8 else p for p in paras]
+        sections = "".join(f"== 第{k}节 ==\n{p}\n\n" for k, p in enumerate(body[1:], 1))
+        wikitext = (f"{{{{Infobox 条目|名称={title}|图像=File{i}.jpg}}}}\n'''{title}'''{body[0]}"
+                    f"<ref>{{{{cite web|url=https://example.org/{doc['id']}|title={title}}}}}</ref>\n\n"
+                    f"{sections}[[Category:{title}]]")
+        pid = int(doc["id"])
+        pages.append((pid, title, 0, False, wikitext))
+        if i % 7 == 3:
+            pages.append((pid + 10_000_000, f"{title}（别名）", 0, True, f"#REDIRECT [[{title}]]"))
+        if i % 11 == 5:
+            pages.append((pid + 20_000_000, f"Talk:{title}", 1, False, f"关于{title}条目的讨论。" * 5))
+        if i % 13 == 2 and len(doc["text"]) > 300:
+            copies.append((pid + 30_000_000, title, 0, False, wikitext + "\n\n本条目另有一句补充说明。"))
+        if i % 29 == 4 and len(doc["text"]) > 300:
+            copies.append((pid + 40_000_000, title, 0, False, wikitext))
+        if i % 5 == 4 and copies:
+            pages.append(copies.pop(0))
+    return pages + copies
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +130,11 @@ def make_wiki_dump():
         return write_multistream_dump(path, pages)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def realistic_dump(tmp_path_factory, data_dir) -> Path:
+    """A ~350-page zhwiki multistream dump of real article text, 10 pages per stream, with its index."""
+    d = tmp_path_factory.mktemp("realdump")
+    return write_multistream_dump(d / "zhwiki-20240101-pages-articles-multistream.xml.bz2", realistic_pages(data_dir),
+                                  pages_per_stream=10, index=True)

@@ -13,6 +13,7 @@ from corpora.build import BuildConfig, SourceConfig, heldout_split, run
 from corpora.dedup import text_digest
 from corpora.scripts import detect_script, script_counts
 from corpora.shards import iter_corpus_records, iter_corpus_texts, load_manifest
+from tests.corpora.conftest import realistic_pages
 from zhllama import REPO_ROOT
 from zhllama.cli import UserError
 from zhllama.config import ConfigError, load_config
@@ -165,24 +166,44 @@ def test_meta_json_describes_the_corpus(default_corpus):
         assert f"| {name} | {', '.join(d['sources'])} | {d['documents']['read']:,} |" in report
 
 
-def test_same_output_with_one_or_two_workers(tmp_path, data_dir):
-    sources = [{"name": "cmrc2018", "format": "squad", "paths": ["cmrc2018/cmrc2018_trial.json"],
-                "domain": "encyclopedia", "script": "simplified"},
+def test_same_corpus_whatever_the_workers_and_however_files_are_cut(tmp_path, data_dir, realistic_dump):
+    """A multistream dump (with its index) and JSON-lines files, read whole in one process, or cut into
+    parts (bz2 streams, line ranges) read by 1 or 2 workers: byte-identical shards and manifest."""
+    (tmp_path / "dumps").mkdir()
+    for f in realistic_dump.parent.iterdir():
+        (tmp_path / "dumps" / f.name).symlink_to(f)
+    (tmp_path / "domains").symlink_to(data_dir / "domains")
+    sources = [{"name": "zhwiki", "format": "wiki_xml", "paths": ["dumps"], "domain": "encyclopedia",
+                "script": "mixed", "convert": "zh-cn"},
                {"name": "hkcancor", "format": "jsonl", "paths": ["domains/dialogue/hkcancor_yue.jsonl"],
-                "domain": "dialogue", "script": "traditional"}]
-    outs = []
-    for workers in (1, 2):
-        out = tmp_path / f"w{workers}"
-        run(_cfg(data_dir, out, sources=sources, num_workers=workers, batch_documents=16, shard_max_documents=60,
-                 heldout_min_documents=30))
-        outs.append(out)
-    a, b = outs
-    files = sorted(p.relative_to(a) for p in a.rglob("*.jsonl"))
-    assert len(files) > 2, "several train shards were written"
-    assert files == sorted(p.relative_to(b) for p in b.rglob("*.jsonl"))
-    for f in files:
-        assert (a / f).read_bytes() == (b / f).read_bytes()
-    assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
+                "domain": "dialogue", "script": "traditional"},
+               {"name": "tldr_tw", "format": "jsonl", "paths": ["domains/technical/tldr_tw.jsonl"],
+                "domain": "technical", "script": "traditional"}]
+    outs = {}
+    for name, workers, unit_bytes in (("whole", 1, 1 << 30), ("parts1", 1, 150_000), ("parts2", 2, 150_000)):
+        outs[name] = tmp_path / name
+        run(_cfg(tmp_path, outs[name], sources=sources, num_workers=workers, unit_bytes=unit_bytes,
+                 shard_max_documents=200, heldout_min_documents=30))
+    m = load_manifest(outs["parts2"])
+    assert json.loads((outs["parts2"] / "meta.json").read_text())["run"]["units"] >= 10, "files were cut"
+    pages = realistic_pages(data_dir)
+    rejected = m["sources"]["zhwiki"]["documents"]["rejected"]
+    assert rejected["redirect"] == sum(p[3] for p in pages) and rejected["non_article_namespace"] == sum(
+        p[2] != 0 for p in pages)
+    assert rejected["exact_duplicate"] >= 5 and rejected["near_duplicate"] >= 10
+    kept_ids = [int(r["id"].split("#")[1]) for r in iter_corpus_records(outs["whole"]) if r["source"] == "zhwiki"]
+    assert kept_ids and max(kept_ids) < 30_000_000, "every planted copy, in whichever part, is dropped"
+    files = sorted(p.relative_to(outs["whole"]) for p in outs["whole"].rglob("*.jsonl"))
+    assert len(files) > 3, "several train shards were written"
+    for name in ("parts1", "parts2"):
+        assert files == sorted(p.relative_to(outs[name]) for p in outs[name].rglob("*.jsonl"))
+        for f in files:
+            assert (outs[name] / f).read_bytes() == (outs["whole"] / f).read_bytes(), (name, f)
+        assert not (outs[name] / ".work").exists(), "intermediate files are removed"
+    strip = lambda m: {k: v for k, v in m.items() if k != "config"}  # noqa: E731
+    assert strip(load_manifest(outs["parts1"])) == strip(m) == strip(load_manifest(outs["whole"]))
+    assert (outs["parts1"] / "report.md").read_bytes() == (outs["parts2"] / "report.md").read_bytes()
+    assert set(m["inputs_sha256"]) == {f["path"] for s in m["sources"].values() for f in s["files"]}
 
 
 # --- a mixed, partly broken input tree: every format, every counted problem ---------------------
@@ -223,7 +244,7 @@ _X = {"domain": "misc", "script": "mixed"}
 
 def test_every_format_and_counted_problem_in_one_build(tmp_path, messy_data):
     out = tmp_path / "corpus"
-    run(_cfg(messy_data, out, sources=MESSY_SOURCES, num_workers=2, batch_documents=2, heldout_fraction=0.0, heldout_min_documents=0))
+    run(_cfg(messy_data, out, sources=MESSY_SOURCES, num_workers=2, unit_bytes=100, heldout_fraction=0.0, heldout_min_documents=0))
     m = load_manifest(out)
     for name, src in m["sources"].items():
         _assert_identity(src, name)

@@ -8,7 +8,8 @@ import pytest
 
 
 @pytest.mark.parametrize("module", ["corpora.readers", "corpora.wiki_readers", "corpora.wikitext", "corpora.clean", "corpora.dedup", "corpora.build",
-                                    "corpora.shards",
+                                    "corpora.shards", "corpora.output", "corpora.units", "corpora.multistream",
+                                    "corpora.dedup_sharded", "corpora.inputs",
                                     "corpora.sources", "corpora.manifest", "corpora.domains", "corpora.scripts"])
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

@@ -31,7 +31,8 @@ def zh_split(zh_sample_texts) -> dict[str, list[str]]:
 def zh_model_bytes(zh_split) -> bytes:
     from vocab.train import TrainConfig, sample_sentences, train_bpe
 
-    cfg = TrainConfig(vocab_size=ZH_VOCAB_SIZE, split_digits=False, min_chars_per_piece=1.0, num_threads=1)
+    cfg = TrainConfig(vocab_size=ZH_VOCAB_SIZE, split_digits=False, min_chars_per_piece=1.0, num_threads=1,
+                      word_list_words=0)
     return train_bpe(sample_sentences(zh_split["train"], cfg), cfg)
 
 
@@ -79,7 +80,8 @@ def tiny_corpus_dir(tmp_path_factory, zh_split) -> Path:
     root = tmp_path_factory.mktemp("corpus")
     for part, name in (("train", "train-00000.jsonl"), ("heldout", "heldout.jsonl")):
         (root / part).mkdir()
-        lines = [json.dumps({"id": str(i), "source": "zhwiki", "text": t}, ensure_ascii=False)
+        lines = [json.dumps({"id": str(i), "source": "zhwiki", "domain": "encyclopedia", "script": "simplified",
+                             "text": t}, ensure_ascii=False)
                  for i, t in enumerate(zh_split[part])]
         (root / part / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root

@@ -46,7 +46,7 @@ def merged_sp(merged_bytes):
 
 def _corpus_lines(data_dir) -> list[str]:
     """Every non-empty line of every document of the shared Chinese data (zhwiki, CMRC, DRCD)."""
-    from vocab.report import load_texts
+    from vocab.loaders import load_texts
 
     files = sorted(data_dir.glob("zhwiki/*.jsonl")) + sorted(data_dir.glob("cmrc2018/*.json")) \
         + sorted(data_dir.glob("drcd/*.json"))
@@ -77,6 +77,19 @@ def test_every_line_of_default_corpus_parity(merged_hf, merged_sp, data_dir):
     assert parity_mismatches(merged_hf, merged_sp, lines) == []
 
 
+@pytest.mark.slow
+def test_every_line_of_every_domain_parity(merged_hf, merged_sp, data_dir):
+    """Every line of every domain file (legal, news, dialogue incl. Cantonese, literature, poetry,
+    technical; Simplified and Traditional): HF ids and decoding == SentencePiece's."""
+    from vocab.loaders import load_texts
+
+    files = sorted((data_dir / "domains").glob("*/*.jsonl"))
+    assert len(files) >= 20
+    lines = list({ln: None for f in files for doc in load_texts(f) for ln in doc.split("\n") if ln})
+    assert len(lines) > 100_000
+    assert parity_mismatches(merged_hf, merged_sp, lines) == []
+
+
 def test_special_tokens_written_as_text_are_plain_text(merged_hf, merged_bytes):
     sp = spm.SentencePieceProcessor(model_proto=merged_bytes)
     for text in ("<s>", "</s>", "a</s>b<s>", "<unk>"):
@@ -96,6 +109,39 @@ def test_random_strings_parity(merged_hf, merged_sp, text):
 @given(st.lists(st.sampled_from([" ", "  ", "\t", "\n", "a", "中国", "，", "<s>", "2", "▁"]), max_size=12).map("".join))
 def test_space_heavy_strings_parity(base_hf, base_sp, text):
     assert parity_mismatches(base_hf, base_sp, [text]) == []
+
+
+@pytest.mark.parametrize("which", ["base", "merged"])
+def test_whitespace_runs_parity_on_real_pieces(which, base_hf, merged_hf, base_sp_model, merged_bytes):
+    """Llama-2's whitespace pieces ``▁▁`` .. ``▁×16`` share one score (-1e9): SentencePiece grows the
+    leftmost run one ``▁`` at a time, which the export mirrors by ranking (``▁×k``, ``▁``) by
+    descending k. Every run length 1..40 in every context, on the real base and merged tokenizers."""
+    tok, model_bytes = (base_hf, base_sp_model.read_bytes()) if which == "base" else (merged_hf, merged_bytes)
+    texts = []
+    for n in range(1, 41):
+        run = " " * n
+        texts += [run, "a" + run + "b", run + "中文", "中文" + run + "，", "x\n" + run + "y", run + "a" + run,
+                  "def f():\n" + run + "return 1", "數" + run + "学" + " " * (n // 2 + 1) + "end"]
+    assert parity_mismatches(tok, model_bytes, texts) == []
+
+
+def test_llama_whitespace_runs_are_mirrored_as_one_tie_group(base_sp_model, merged_bytes):
+    """On the real Llama-2 pieces: the 15 runs ``▁▁`` .. ``▁×16`` tie at one score; the export must
+    treat them as one complete run group, ranked (``▁×(k-1)``, ``▁``) by descending k, and report
+    no ambiguous tie (else it warns that HF may differ from SentencePiece)."""
+    import warnings
+
+    for model_bytes in (base_sp_model.read_bytes(), merged_bytes):
+        m = parse_model(model_bytes)
+        runs = [p for p in m.pieces if p.type == NORMAL and len(p.piece) > 1 and set(p.piece) == {SPIECE_UNDERLINE}]
+        assert len(runs) == 15 and len({p.score for p in runs}) == 1
+        table = bpe_merges(m)
+        assert table.ambiguous_tie_pieces == []
+        run_merges = [(a, b) for a, b in table.merges if set(a + b) == {SPIECE_UNDERLINE}]
+        assert run_merges == [(SPIECE_UNDERLINE * (k - 1), SPIECE_UNDERLINE) for k in range(16, 1, -1)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            build_hf_tokenizer(model_bytes)
 
 
 def _tiny_model_with_ties(base_sp_model, run_lengths=(2, 3, 4, 5, 6)) -> bytes:

@@ -9,7 +9,8 @@ import pytest
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as pb
 
-from vocab.report import LENGTH_BUCKETS, compare, load_texts, plot, to_markdown
+from vocab.loaders import load_texts
+from vocab.report import LENGTH_BUCKETS, compare, plot, to_markdown
 from zhllama import REPO_ROOT
 from zhllama.cli import UserError
 
@@ -154,3 +155,30 @@ def test_cli_errors_are_one_line(tmp_path, base_sp_model):
                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_per_domain_table(tmp_path, base_sp_model, extended_sp_model, zh_docs, data_dir):
+    """``--domains_file`` (corpus-stage records with domain/script) adds the per-domain, per-script
+    table and domains.png; its token counts match an independent encode."""
+    trad = load_texts(data_dir / "drcd" / "DRCD_test.json")[:6]
+    recs = [{"domain": "encyclopedia", "script": "simplified", "text": t} for t in zh_docs[:6]]
+    recs += [{"domain": "encyclopedia", "script": "traditional", "text": t} for t in trad]
+    recs += [{"domain": "legal", "script": "traditional", "text": "第一條　本法依憲法制定之。"}]
+    path = tmp_path / "heldout.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+    out = tmp_path / "report"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vocab", "report", "--tokenizer", str(base_sp_model), "--tokenizer",
+         str(extended_sp_model), "--names", "llama2", "--names", "ext", "--domains_file", str(path),
+         "--jieba_words", "0", "--out_dir", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads((out / "report.json").read_text(encoding="utf-8"))["domains"]
+    assert set(table["ext"]) == {"encyclopedia", "encyclopedia/simplified", "encyclopedia/traditional", "legal",
+                                 "legal/traditional", "all/simplified", "all/traditional"}
+    sp = spm.SentencePieceProcessor(model_file=str(extended_sp_model))
+    assert table["ext"]["encyclopedia/traditional"]["tokens"] == sum(map(len, sp.encode(trad)))
+    assert table["llama2"]["all/traditional"]["byte_fallback_share"] > 0.3  # Traditional Han is mostly bytes in Llama-2
+    assert (out / "domains.png").stat().st_size > 10_000
+    assert "By domain and script" in (out / "report.md").read_text(encoding="utf-8")

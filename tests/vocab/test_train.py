@@ -12,13 +12,7 @@ import pytest
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as pb
 
-from vocab.jieba_tools import (
-    DEFAULT_DELIMITER,
-    dict_training_lines,
-    load_dict_words,
-    mark_word_boundaries,
-    with_traditional_variants,
-)
+from vocab.jieba_tools import DEFAULT_DELIMITER, dict_training_lines, mark_word_boundaries
 from vocab.train import (
     TrainConfig,
     run,
@@ -26,7 +20,9 @@ from vocab.train import (
     split_sentences,
     train_bpe,
     training_lines,
+    weighted_texts,
 )
+from vocab.wordlists import load_words, with_variants
 from zhllama import REPO_ROOT
 from zhllama.cli import UserError
 from zhllama.config import load_config
@@ -38,7 +34,7 @@ SMALL = dict(vocab_size=2500, character_coverage=0.98, min_chars_per_piece=20.0)
 
 @pytest.fixture(scope="module")
 def small_cfg() -> TrainConfig:
-    return load_config(TrainConfig, REPO_ROOT / "configs/vocab/train.yaml", {**SMALL, "jieba_dict_words": 0})
+    return load_config(TrainConfig, REPO_ROOT / "configs/vocab/train.yaml", {**SMALL, "word_list_words": 0})
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +116,11 @@ def test_mark_word_boundaries_is_removable_and_keeps_space_words():
     assert mark_word_boundaries("数学是科学", "|") == "|数学|是|科学"
 
 
-def test_jieba_dictionary_input_makes_dictionary_words_pieces(sentences, small_cfg, plain_model):
-    top = [w for w, _ in load_dict_words(None, 3000)]
-    with_dict = train_bpe(sentences, replace(small_cfg, jieba_dict_words=3000, jieba_dict_weight=0.3))
+@pytest.mark.parametrize("word_list", ["wordfreq", "jieba"])
+def test_word_list_input_makes_list_words_pieces(sentences, small_cfg, plain_model, word_list):
+    top = [w for w, _ in load_words(word_list, 3000)]
+    with_dict = train_bpe(sentences, replace(small_cfg, word_list=word_list, word_list_words=3000,
+                                             word_list_weight=0.3, word_list_variants=[]))
 
     def single_piece_words(model_bytes: bytes) -> int:
         pieces = {p.piece for p in _proto(model_bytes).pieces}
@@ -139,8 +137,44 @@ def test_dictionary_lines_are_scaled_to_the_requested_share():
     halved = list(dict_training_lines(words, corpus_chars=15_015, weight=0.1, delimiter="|"))
     assert halved == ["|中国\t500", "|我们\t250"]  # 0.5 rounds to 0: rare words are dropped, never inflated
     assert list(dict_training_lines(words, corpus_chars=1000, weight=0.0)) == []
-    assert with_traditional_variants([("中国", 5), ("我们", 3), ("中國", 5)]) == [("中国", 5), ("中國", 5), ("我们", 3),
-                                                                              ("我們", 3)]
+    assert with_variants([("中国", 5), ("我们", 3), ("中國", 5)], ["s2t"]) == [("中国", 5), ("中國", 5), ("我们", 3),
+                                                                           ("我們", 3)]
+    # Taiwan phrase forms: 软件 -> 軟體 (s2twp), and a relative weight for the forms.
+    assert with_variants([("软件", 4.0)], ["s2twp", "s2hk"], weight=0.5) == [("软件", 4.0), ("軟體", 2.0), ("軟件", 2.0)]
+
+
+def test_traditional_forms_of_the_word_list_become_pieces(sentences, small_cfg):
+    """With the list's Traditional forms as input, Traditional words are learned, although the
+    corpus sample is Simplified: the pieces Traditional text needs come from the list."""
+    sample = sentences[: len(sentences) // 3]
+    cfg = replace(small_cfg, word_list="wordfreq", word_list_words=2000, word_list_weight=0.3, min_chars_per_piece=1.0)
+    words = load_words("wordfreq", 2000)
+    simplified = {w for w, _ in words}
+    trad_only = [w for w, _ in with_variants(words, ["s2twp"]) if w not in simplified]
+    learned = {}
+    for variants in (["s2twp"], []):
+        pieces = {p.piece for p in _proto(train_bpe(sample, replace(cfg, word_list_variants=variants))).pieces}
+        learned[bool(variants)] = sum(w in pieces for w in trad_only)
+    assert learned[True] > 5 * max(1, learned[False])
+
+
+def test_domain_weights_repeat_records_stably():
+    recs = [{"id": f"l/{i}", "domain": "legal", "text": f"法律文本{i}"} for i in range(400)]
+    recs.append({"id": "d/0", "domain": "dialogue", "text": "你好"})
+    out = list(weighted_texts(recs, {"legal": 0.5, "dialogue": 3.0}))
+    assert out.count("你好") == 3
+    assert 150 < len(out) - 3 < 250  # about half of the legal records, chosen by a hash of the record id
+    assert out == list(weighted_texts(recs, {"legal": 0.5, "dialogue": 3.0}))  # stable
+    assert list(weighted_texts(recs, {"legal": 0.0, "dialogue": 0.0})) == []
+
+
+def test_bad_word_list_and_weights_name_the_key():
+    with pytest.raises(ValueError, match=r"word_list_variants: unknown OpenCC conversion\(s\) \['s2x'\]"):
+        TrainConfig(word_list_variants=["s2x"])
+    with pytest.raises(ValueError, match="domain_weights.legal: weight must be a finite number >= 0"):
+        TrainConfig(domain_weights={"legal": -1.0})
+    with pytest.raises(UserError, match="jieba dictionary not found"):
+        load_words("no/such/list.txt")
 
 
 def test_split_sentences_bounds_and_preserves_text():
@@ -189,7 +223,8 @@ def _write_corpus(corpus_dir: Path, texts: list[str]) -> Path:
     (corpus_dir / "train").mkdir(parents=True)
     with open(corpus_dir / "train" / "shard-00000.jsonl", "w", encoding="utf-8") as f:
         for i, t in enumerate(texts):
-            f.write(json.dumps({"id": str(i), "source": "zhwiki", "text": t}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({"id": str(i), "source": "zhwiki", "domain": "encyclopedia", "script": "simplified",
+                                "text": t}, ensure_ascii=False) + "\n")
     return corpus_dir
 
 
@@ -199,7 +234,8 @@ def test_cli_writes_model_vocab_summary_and_meta(tmp_path, zh_sample_texts):
     proc = subprocess.run(
         [sys.executable, "-m", "vocab", "train", "--config", "configs/vocab/train.yaml",
          "--corpus_dir", str(corpus), "--out_dir", str(out), "--vocab_size", "2000",
-         "--character_coverage", "0.98", "--jieba_dict_words", "2000", "--model_name", "zh_small"],
+         "--character_coverage", "0.98", "--word_list_words", "2000", "--model_name", "zh_small",
+         "--cross_script_share", "0"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -215,7 +251,7 @@ def test_cli_writes_model_vocab_summary_and_meta(tmp_path, zh_sample_texts):
     n_train = sum(not is_dev(t, TrainConfig().dev_fraction) for t in zh_sample_texts)
     assert summary["documents_seen"] == n_train and summary["peak_rss_mb"] > 0
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["config"]["vocab_size"] == 2000 and meta["config"]["jieba_dict_words"] == 2000
+    assert meta["config"]["vocab_size"] == 2000 and meta["config"]["word_list_words"] == 2000
     assert list(meta["inputs_sha256"]) == ["train/shard-00000.jsonl"]
 
 
@@ -241,6 +277,8 @@ def test_bad_inputs_are_clear_errors_and_leave_no_output(tmp_path, zh_sample_tex
                       vocab_size=1000)
     with pytest.raises(UserError, match="could not train vocab_size=1000"):
         run(big_cov)
+    with pytest.raises(UserError, match=r"domain_weights.legal: unknown domain 'legal'; the corpus has encyclopedia"):
+        run(replace(cfg, corpus_dir=_write_corpus(tmp_path / "ok2", zh_sample_texts), domain_weights={"legal": 2.0}))
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".vocab")]  # no temp dirs left behind
 
