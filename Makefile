@@ -19,6 +19,10 @@ INIT_CONFIG ?= configs/pretrain/init.yaml
 PACK_CONFIG ?= configs/pretrain/pack.yaml
 PRETRAIN_CONFIG ?= configs/pretrain/train.yaml
 EVAL_CONFIG ?= configs/pretrain/eval.yaml
+REWARD_CONFIG ?= configs/align/reward.yaml
+DPO_CONFIG ?= configs/align/dpo.yaml
+RL_CONFIG ?= configs/align/rl.yaml
+COMPARE_CONFIG ?= configs/align/compare.yaml
 ARGS ?=
 # Extra overrides for the corpus command only; the demo reads a capped subset of every source
 # (all domains and both scripts, ~1.9 M characters) so it stays a few minutes on 2 cores.
@@ -42,11 +46,13 @@ BENCHMARK ?= $(DATA_DIR)/sft/bench_agieval_gaokao_zh.jsonl
 BENCHMARK_CONFIG ?= configs/mcq/score.yaml
 SHOTS ?=
 SUBJECTS ?=
+# The alignment stages start from the SFT model (`make sft`).
+SFT_MODEL ?= $(ART)/sft/$(RUN)/final
 export DS_ACCELERATOR ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,cpu)
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup corpus vocab merge-tokenizer standin init pack pretrain eval benchmark sft chat demo test bench lint clean help
+.PHONY: setup corpus vocab merge-tokenizer standin init pack pretrain eval benchmark sft chat reward dpo rl compare demo test bench lint clean help
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -106,6 +112,25 @@ sft: setup ## supervised chat fine-tuning of SFT_BASE (Llama-2 chat format, Deep
 
 chat: setup ## talk to CHAT_MODEL in the terminal (multi-turn, streamed; ARGS="--system '...'")
 	$(PY) -m sft chat --config configs/sft/chat.yaml --model $(CHAT_MODEL) $(ARGS)
+reward: setup ## reward model on preference pairs (DeepSpeed) -> $(ART)/align/reward/final (+ held-out report)
+	$(PY) -m align reward --config $(REWARD_CONFIG) --model_dir $(SFT_MODEL) --tokenizer_dir $(SFT_MODEL) \
+	  --data.train_files $(DATA_DIR)/sft/pref_train.jsonl --data.eval_files $(DATA_DIR)/sft/pref_heldout.jsonl \
+	  --run_dir $(ART)/align/reward $(if $(NPROC),--nproc $(NPROC)) $(ARGS)
+
+dpo: setup ## direct preference optimisation of the SFT model -> $(ART)/align/dpo/final
+	$(PY) -m align dpo --config $(DPO_CONFIG) --model_dir $(SFT_MODEL) --tokenizer_dir $(SFT_MODEL) \
+	  --data.train_files $(DATA_DIR)/sft/pref_train.jsonl --data.eval_files $(DATA_DIR)/sft/pref_heldout.jsonl \
+	  --cache_dir $(ART)/cache --run_dir $(ART)/align/dpo $(if $(NPROC),--nproc $(NPROC)) $(ARGS)
+
+rl: setup ## online RL (RLOO) against the reward model -> $(ART)/align/rl/final (+ logs/rl.png)
+	$(PY) -m align rl --config $(RL_CONFIG) --model_dir $(SFT_MODEL) --tokenizer_dir $(SFT_MODEL) \
+	  --prompts.files $(DATA_DIR)/sft/pref_train.jsonl --reward $(ART)/align/reward/final \
+	  --run_dir $(ART)/align/rl $(if $(NPROC),--nproc $(NPROC)) $(ARGS)
+
+compare: setup ## aligned policies vs the SFT model on held-out prompts -> $(ART)/align/compare/report.md
+	$(PY) -m align compare --config $(COMPARE_CONFIG) --sft_model $(SFT_MODEL) --reward_model $(ART)/align/reward/final \
+	  --policies $(ART)/align/dpo/final --policies $(ART)/align/rl/final --pairs $(DATA_DIR)/sft/pref_heldout.jsonl \
+	  --out_dir $(ART)/align/compare $(ARGS)
 
 demo: setup ## the whole chain on the default data with a small stand-in model
 	$(MAKE) corpus CORPUS_ARGS="$(DEMO_CORPUS_ARGS)"
@@ -119,16 +144,20 @@ demo: setup ## the whole chain on the default data with a small stand-in model
 	$(PY) -m sft generate --config configs/sft/generate.yaml --model $(ART)/sft/$(RUN)/final \
 	  --input $(DATA_DIR)/sft/sft_heldout.jsonl --output $(ART)/sft/$(RUN)/generations.jsonl \
 	  --tiers '[A]' --limit 4 --generation.max_new_tokens 48
-	@echo "demo done: see $(ART)/tokenizer/report.md, $(ART)/eval/report.md, $(ART)/sft/$(RUN)/generations.jsonl"
+	$(MAKE) reward ARGS="--overwrite"
+	$(MAKE) dpo ARGS="--overwrite"
+	$(MAKE) rl ARGS="--overwrite"
+	$(MAKE) compare
+	@echo "demo done: see $(ART)/tokenizer/report.md, $(ART)/eval/report.md, $(ART)/sft/$(RUN)/generations.jsonl, $(ART)/align/compare/report.md"
 
 test: setup ## the full test suite (CPU, < 15 min on 2 cores)
 	$(PY) -m pytest tests -q $(ARGS)
 
 bench: setup ## every benchmark in bench/ (prints ratios against a same-run baseline)
-	for b in corpus tokenizer init packing train eval mcq sft; do $(PY) bench/$$b.py || exit 1; done
+	for b in corpus tokenizer init packing train eval mcq sft align; do $(PY) bench/$$b.py || exit 1; done
 
 lint: setup
-	$(PY) -m ruff check zhllama corpora vocab pretrain mcq sft tests bench
+	$(PY) -m ruff check zhllama corpora vocab pretrain mcq sft align tests bench
 
 clean:
 	rm -rf $(ART)
