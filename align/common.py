@@ -17,6 +17,7 @@ import numpy as np
 
 from align.data import PrefDataConfig
 from pretrain.engine import EngineConfig
+from zhllama.artifacts import save_figure
 
 ALIGN_DEFAULT_MODEL = Path("artifacts/sft/demo/final")
 """Every alignment stage starts from the SFT model (``make sft``)."""
@@ -105,18 +106,4 @@ def plot_curves(records: Sequence[dict], keys: Sequence[str], out_png: str | Pat
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, out_png)
-
-
-def save_figure(fig: Any, out_png: str | Path) -> Path:
-    """Save a matplotlib figure atomically (temp file + rename) and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
 

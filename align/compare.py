@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from align.common import ALIGN_DEFAULT_MODEL, save_figure
+from align.common import ALIGN_DEFAULT_MODEL
 from sft.generate import GenerationSettings
 from zhllama import default_data_dir
+from zhllama.artifacts import save_figure
 from zhllama.cli import UserError
 
 

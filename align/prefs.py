@@ -111,7 +111,7 @@ def read_pairs(paths: str | Path | Sequence[str | Path], tiers: Sequence[str] | 
     A missing file or a file whose first record is not JSON is a :class:`UserError`, and so is a
     result without a single usable pair; a bad line later on is counted (``bad_json``...).
     """
-    from corpora.readers import _json_lines  # the project's JSONL reader
+    from corpora.readers import json_lines  # the project's JSONL reader
 
     files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     manifest = manifest if manifest is not None else Manifest()
@@ -120,7 +120,7 @@ def read_pairs(paths: str | Path | Sequence[str | Path], tiers: Sequence[str] | 
         if not p.is_file():
             raise UserError(f"preference file not found: {p}")
         records = ((doc_id, obj, rej.reason if rej is not None else None)
-                   for doc_id, obj, rej in _json_lines(p, 8 << 20, "preference JSON lines"))
+                   for doc_id, obj, rej in json_lines(p, 8 << 20, "preference JSON lines"))
         pairs += validate_pairs(records, p.name, tiers, manifest, on_delimiter)
     manifest.check()
     if not pairs:

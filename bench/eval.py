@@ -20,15 +20,15 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from timing import timed as timed_call  # noqa: E402
 
-from pretrain.evaluate import _resolve_device, tokenize_documents  # noqa: E402
+from pretrain.evaluate import resolve_device, tokenize_documents  # noqa: E402
 from pretrain.scoring import batch_windows, plan_windows, score_documents, score_documents_simple  # noqa: E402
 from zhllama import default_data_dir  # noqa: E402
 from zhllama.artifacts import atomic_write_json, versions  # noqa: E402
@@ -81,7 +81,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "artifacts/bench/eval.json")
     args = ap.parse_args()
 
-    device, dtype = _resolve_device(args.device, args.dtype)
+    device, dtype = resolve_device(args.device, args.dtype)
     if args.ids:
         docs_ids = json.loads(args.ids.read_text())
         n_chars = None
@@ -100,14 +100,7 @@ def main() -> int:
     real = sum(w.n_input_tokens for w in windows)
 
     def timed(fn):
-        """(result, wall seconds, process CPU seconds); CPU time stays fair on a shared, busy machine."""
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return out, time.perf_counter() - t0, time.process_time() - c0
+        return timed_call(fn, device)
 
     # Warm-up on a few documents (allocator, kernels), then the measured runs, baseline first.
     score_documents(model, docs_ids[:4], batch_tokens=args.batch_tokens, **kw)

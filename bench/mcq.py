@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,11 +28,12 @@ sys.path.insert(1, str(REPO / "bench"))
 
 import torch  # noqa: E402
 from eval import build_model  # noqa: E402  (bench/eval.py: a random Llama over the 32k vocabulary)
+from timing import timed as timed_call  # noqa: E402
 
 from mcq.data import read_benchmark  # noqa: E402
 from mcq.evaluate import Settings, fit_all  # noqa: E402
 from mcq.scoring import score_requests, score_requests_simple  # noqa: E402
-from pretrain.evaluate import _resolve_device  # noqa: E402
+from pretrain.evaluate import resolve_device  # noqa: E402
 from zhllama import default_data_dir  # noqa: E402
 from zhllama.artifacts import atomic_write_json, versions  # noqa: E402
 
@@ -53,7 +53,7 @@ def main() -> int:
 
     from vocab.export import build_hf_tokenizer
 
-    device, dtype = _resolve_device(args.device, args.dtype)
+    device, dtype = resolve_device(args.device, args.dtype)
     data_dir = default_data_dir()
     tok = build_hf_tokenizer((data_dir / "llama2_tokenizer.model").read_bytes())
     bench = read_benchmark(data_dir / "sft" / "bench_agieval_gaokao_zh.jsonl", shots=args.shots,
@@ -63,14 +63,7 @@ def main() -> int:
     model = build_model(args.hidden, args.layers, args.window_tokens, device, dtype)
 
     def timed(fn):
-        """(result, wall seconds, process CPU seconds): CPU time stays fair on a shared, busy machine."""
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return out, time.perf_counter() - t0, time.process_time() - c0
+        return timed_call(fn, device)
 
     score_requests(model, requests[:2], batch_tokens=args.batch_tokens)  # warm-up, both paths
     score_requests_simple(model, requests[:2])

@@ -164,7 +164,7 @@ def iter_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, encodin
             yield lineno, line, None
 
 
-def _json_lines(path: Path, max_line_bytes: int, what: str, encoding: str = "utf-8",
+def json_lines(path: Path, max_line_bytes: int, what: str, encoding: str = "utf-8",
                 part: Part | None = None) -> Iterator[tuple[str, dict | None, Item | None]]:
     """Yield ``(doc_id, obj, None)`` per JSON-object line or ``(doc_id, None, Rejection)``.
 
@@ -206,7 +206,7 @@ def read_jsonl(
 
     >>> # a line {"id": "13", "text": "数学..."}  ->  RawDoc("wiki_00.jsonl#13", "数学...")
     """
-    for doc_id, obj, rej in _json_lines(path, max_line_bytes, "JSON lines", encoding, part):
+    for doc_id, obj, rej in json_lines(path, max_line_bytes, "JSON lines", encoding, part):
         if rej is not None:
             yield rej
             continue
@@ -256,7 +256,7 @@ def baike_text(obj: dict) -> str | None:
 def read_baike(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES, encoding: str = "utf-8",
                part: Part | None = None) -> Iterator[Item]:
     """Baidu Baike style JSON lines: ``title``, ``summary``, ``sections: [{title, content}]``."""
-    for doc_id, obj, rej in _json_lines(path, max_line_bytes, "Baike JSON lines", encoding, part):
+    for doc_id, obj, rej in json_lines(path, max_line_bytes, "Baike JSON lines", encoding, part):
         if rej is not None:
             yield rej
             continue

@@ -154,11 +154,11 @@ def _score_model(cfg: _Common, bench: Benchmark, path: Path, tokenizer: Path | N
 
 
 def _run(cfg: _Common, models: list[tuple[Path, Path | None, str]]) -> int:
-    from pretrain.evaluate import _resolve_device
+    from pretrain.evaluate import resolve_device
     from zhllama import artifacts
 
     bench = _read(cfg)
-    device, dtype = _resolve_device(cfg.device, cfg.dtype)
+    device, dtype = resolve_device(cfg.device, cfg.dtype)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars would bury our progress and error lines

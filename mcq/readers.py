@@ -196,8 +196,8 @@ def parse_jsonl_records(records: Iterable[tuple[str, dict | None, object]], stat
 def read_jsonl_file(path: Path) -> tuple[list[tuple[str, Question]], FileStats]:
     """``(split, Question)`` per valid record of a JSONL file, with the file's accounting."""
     # The project's one JSONL line reader (corpora); it names file:line and rejects bad lines.
-    from corpora.readers import DEFAULT_MAX_LINE_BYTES, _json_lines
+    from corpora.readers import DEFAULT_MAX_LINE_BYTES, json_lines
 
     stats = FileStats(str(path))
-    items = parse_jsonl_records(_json_lines(path, DEFAULT_MAX_LINE_BYTES, "benchmark JSON lines"), stats)
+    items = parse_jsonl_records(json_lines(path, DEFAULT_MAX_LINE_BYTES, "benchmark JSON lines"), stats)
     return items, stats

@@ -5,7 +5,6 @@ is :func:`mcq.evaluate.evaluate_model`'s output plus where the model came from.
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +116,6 @@ def render_png(report: dict[str, Any]) -> bytes:
     source = Path(report["data"]["path"]).name
     ax.set_title(f"{source}, {report['settings']['shots']}-shot: accuracy per subject (questions)", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    from zhllama.artifacts import figure_png
+
+    return figure_png(fig, dpi=110)

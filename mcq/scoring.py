@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from mcq.prompt import Request
-from pretrain.scoring import _split_head
+from pretrain.scoring import split_head
 
 
 @dataclass
@@ -146,7 +146,7 @@ def score_requests(model: torch.nn.Module, requests: Sequence[Request], *, batch
     _check_attention(model)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    split = _split_head(model)
+    split = split_head(model)
     layouts = [tree_layout(r) for r in requests]
     out: list[Scores | None] = [None] * len(requests)
     bar = tqdm(total=len(requests), unit="q", desc=desc, disable=not progress, leave=False)

@@ -20,7 +20,6 @@ Pure parts: :func:`parse_txt`, :func:`parse_jsonl`, :func:`summarize`, :func:`ev
 """
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Sequence
@@ -336,18 +335,16 @@ def render_png(report: dict[str, Any]) -> bytes:
         ax.set_xticks(range(len(names)), labels, rotation=15, fontsize=8)
         ax.set_title(f"{title} (lower is better)", fontsize=10)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    from zhllama.artifacts import figure_png
+
+    return figure_png(fig, dpi=110)
 
 
 # ---------------------------------------------------------------------------------------------
 # CLI
 
 
-def _resolve_device(device: str, dtype: str) -> tuple[str, str]:
+def resolve_device(device: str, dtype: str) -> tuple[str, str]:
     import torch
 
     if device == "auto":
@@ -398,7 +395,7 @@ def run(cfg: EvalConfig) -> int:
     for path in [m for m in (cfg.model, cfg.baseline) if m is not None]:
         seen_in_training.update(refuse_training_text(hashes, recorded_sources(path), str(path), cfg.allow_training_text))
 
-    device, dtype = _resolve_device(cfg.device, cfg.dtype)
+    device, dtype = resolve_device(cfg.device, cfg.dtype)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars would bury our own progress and error lines

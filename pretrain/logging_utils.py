@@ -153,11 +153,6 @@ def plot_loss(records: list[dict], out_png: str | Path, title: str = "training l
         ax2 = ax.twinx()
         ax2.plot([s for s, _ in lr], [v for _, v in lr], color="tab:orange", alpha=0.6, label="lr")
         ax2.set_ylabel("learning rate")
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    from zhllama.artifacts import save_figure
+
+    return save_figure(fig, out_png, dpi=100)

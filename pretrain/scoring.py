@@ -134,7 +134,7 @@ def batch_windows(windows: Sequence[Window], batch_tokens: int) -> list[list[Win
     return batches
 
 
-def _split_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+def split_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
     """(decoder, lm_head) when logits are exactly ``lm_head(decoder(...).last_hidden_state)``, else None.
 
     True for Llama-family models; models that scale or soft-cap logits use the plain forward.
@@ -195,7 +195,7 @@ def score_documents(
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
-    split = _split_head(model)
+    split = split_head(model)
     if head_chunk_tokens is None:
         head_chunk_tokens = 256 if device.type == "cpu" else 8192
     windows = plan_windows(docs_ids, window_tokens, stride_tokens)

@@ -13,7 +13,6 @@ Example::
 """
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -131,11 +130,9 @@ def render_png(report: dict) -> bytes:
     fig, ax = plt.subplots(figsize=(6, 1.2 + 0.5 * len(names)))
     ax.barh([Path(n).name or n for n in names], values, color="tab:blue")
     ax.set_xlabel("bits per character on held-out answers (lower is better)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return buf.getvalue()
+    from zhllama.artifacts import figure_png
+
+    return figure_png(fig, dpi=120)
 
 
 def run(cfg: SftEvalConfig) -> int:

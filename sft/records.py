@@ -23,7 +23,7 @@ from typing import Literal
 
 # The project's counting JSONL reader (shared with the corpus stage: bad lines become counted rejections;
 # corpora.shards.iter_jsonl_records is the strict variant, for files whose every line must be good).
-from corpora.readers import DEFAULT_MAX_LINE_BYTES, _json_lines
+from corpora.readers import DEFAULT_MAX_LINE_BYTES, json_lines
 from sft.dialog import DEFAULT_DELIMITERS, Dialog, OnDelimiter, validate
 from sft.formats import FormatSpec, to_dialog
 
@@ -100,7 +100,7 @@ def read_chat_file(path: Path, spec: FormatSpec, manifest: Manifest, *, tiers: S
     with (``None``: no rule is checked here; the caller validates, e.g. after removing a reference).
     """
     keep = None if tiers is None else set(tiers)
-    for doc_id, obj, rej in _json_lines(path, DEFAULT_MAX_LINE_BYTES, "chat JSON lines"):
+    for doc_id, obj, rej in json_lines(path, DEFAULT_MAX_LINE_BYTES, "chat JSON lines"):
         manifest.read += 1
         if rej is not None:
             manifest.reject(rej.doc_id, rej.reason, rej.detail)
