@@ -52,11 +52,11 @@ steps and ranks (:func:`pretrain.engine.loop.train_step`). ``evaluate`` (optiona
 """
 from pretrain.engine.config import EngineConfig, Mode, RunPaths
 from pretrain.engine.launcher import check_inputs, ds_config_for, launch, preflight
-from pretrain.engine.loop import Engine, lr_at, train_worker
+from pretrain.engine.loop import Engine, lr_at, skip_cpu_shm_allreduce, train_worker
 from pretrain.engine.rundir import ResumePoint, run_lock
 from pretrain.engine.task import IGNORE_INDEX, CausalLMTask, Task, causal_lm_loss_sum
 
 __all__ = [
     "IGNORE_INDEX", "CausalLMTask", "Engine", "EngineConfig", "Mode", "ResumePoint", "RunPaths", "Task",
-    "causal_lm_loss_sum", "check_inputs", "ds_config_for", "launch", "lr_at", "preflight", "run_lock", "train_worker",
+    "causal_lm_loss_sum", "check_inputs", "ds_config_for", "launch", "lr_at", "preflight", "run_lock", "skip_cpu_shm_allreduce", "train_worker",
 ]

@@ -230,6 +230,25 @@ def run_evaluate(engine: Engine, task: Any) -> dict:
 # The worker
 
 
+def skip_cpu_shm_allreduce() -> None:
+    """Keep DeepSpeed from building its CPU shared-memory all-reduce op (call before ``init_distributed``).
+
+    Why: that op serves only ``inference_all_reduce``; training reduces through the process group
+    (gloo on CPU). It is compiled on first use (~35 s of C++ per machine), and every process that
+    initialises it leaves a 69 MB ``/dev/shm/deepspeed_allreduce_buffer_*`` file that DeepSpeed
+    0.19 never unlinks: a few dozen 2-process runs filled 20 GB of ``/dev/shm`` (RAM) here. GPU
+    accelerators have no such op, so this changes nothing there. DeepSpeed caches its op table
+    in ``deepspeed.ops`` and documents edits to it as persistent.
+
+    >>> skip_cpu_shm_allreduce(); import deepspeed.ops
+    >>> deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"]
+    False
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def train_worker(spec: dict) -> None:
     """The training loop of one worker process (launched by the stage's ``run`` via ``pretrain.worker``)."""
     import datetime
@@ -253,6 +272,7 @@ def train_worker(spec: dict) -> None:
     # 1. Device first (NCCL binds the current device), then the process group (NCCL on GPU, gloo on CPU).
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    skip_cpu_shm_allreduce()
     deepspeed.init_distributed(timeout=datetime.timedelta(minutes=cfg.dist_timeout_minutes))
     rank, world_size = dist.get_rank(), dist.get_world_size()
     if world_size != cfg.launch.world_size:

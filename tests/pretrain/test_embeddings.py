@@ -241,6 +241,8 @@ _ZERO3_WORKER = textwrap.dedent('''
     import sys, torch, deepspeed
     from transformers.integrations import HfDeepSpeedConfig
     model_dir, tok_dir, out = sys.argv[1:4]
+    from pretrain.engine.loop import skip_cpu_shm_allreduce
+    skip_cpu_shm_allreduce()
     deepspeed.init_distributed(dist_backend="gloo")
     keep = HfDeepSpeedConfig({"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3}})
     from pretrain.embeddings import plan_sources, resize_and_init

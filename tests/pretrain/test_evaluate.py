@@ -332,11 +332,9 @@ _DS_SCRIPT = textwrap.dedent("""
     import os, shutil, sys
     from pathlib import Path
     import torch, deepspeed
-    import deepspeed.comm.torch
     from transformers import AutoModelForCausalLM
-    # One gloo process needs no shared-memory all-reduce; skipping its build saves ~35 s of C++ compile
-    # on a fresh machine. (sys.modules: the attribute `deepspeed.comm.torch` is the torch package.)
-    sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
+    from pretrain.engine.loop import skip_cpu_shm_allreduce
+    skip_cpu_shm_allreduce()  # no shared-memory op: no C++ compile, no /dev/shm file left
     src, ckpt, expected = map(Path, sys.argv[1:4])
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(src)

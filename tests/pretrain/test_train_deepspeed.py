@@ -114,6 +114,15 @@ def test_zero2_two_processes_loss_goes_down(zero2_run):
     assert records[-1]["tokens_seen"] == STEPS * 2 * 2 * 64  # steps x procs x micro batch x block
 
 
+def test_a_run_leaves_no_shared_memory_behind(zero2_run):
+    """DeepSpeed's CPU shared-memory all-reduce op would leave a 69 MB /dev/shm file per process, forever."""
+    spec = json.loads((zero2_run / ".launch" / "worker_spec.node0.json").read_text())
+    port = spec["config"]["launch"]["master_port"]
+    shm = Path("/dev/shm")
+    left = [p.name for p in shm.glob(f"deepspeed_allreduce_buffer_*_{port}_*")] if shm.is_dir() else []
+    assert left == [], left
+
+
 def test_zero2_checkpoint_is_a_real_deepspeed_one(zero2_run):
     ckpt = zero2_run / "checkpoints"
     assert (ckpt / "latest").read_text().strip() == f"global_step{STEPS}"
@@ -348,7 +357,8 @@ _SAVE_SCRIPT = """
 import sys, time
 from pathlib import Path
 import deepspeed, torch
-sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None  # no shared-memory op compile
+from pretrain.engine.loop import skip_cpu_shm_allreduce
+skip_cpu_shm_allreduce()  # no shared-memory op: no compile, no /dev/shm file left
 from pretrain.checkpoint import save_checkpoint
 ckpt, flags = Path(sys.argv[1]), Path(sys.argv[2])
 deepspeed.init_distributed()
