@@ -138,7 +138,7 @@ demo: setup ## the whole chain on the default data with a small stand-in model
 	$(MAKE) merge-tokenizer
 	$(MAKE) pretrain TRAIN_ARGS="--max_steps 40 --overwrite"
 	$(MAKE) eval MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin \
-	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english_eval_pydoc.txt"
+	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english_eval_pydoc.txt" ARGS="--max_documents_per_file 100"
 	$(MAKE) benchmark MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin BENCHMARK_CONFIG=configs/mcq/score_agieval.yaml SUBJECTS="history geography biology" ARGS="--max_questions_per_subject 15 --method both"
 	$(MAKE) sft SFT_ARGS="--overwrite"
 	$(PY) -m sft generate --config configs/sft/generate.yaml --model $(ART)/sft/$(RUN)/final \

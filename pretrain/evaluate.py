@@ -69,7 +69,8 @@ class EvalConfig:
     text_field: str = "text"
     """Field of a ``.jsonl`` record holding the document text."""
     max_documents_per_file: int | None = None
-    """Score only the first N documents of each file (quick looks); null = all."""
+    """Score N documents of each file, evenly spaced through it (quick looks; files are often sorted
+    by source, so the first N would be one domain); null = all."""
     window_tokens: int | None = None
     """Model input tokens per window; null = the smallest max_position_embeddings of the models scored."""
     stride_tokens: int | None = None
@@ -373,6 +374,19 @@ def resolve_window(cfg: EvalConfig, max_positions: Sequence[int | None]) -> tupl
     return window, stride
 
 
+def evenly_spaced(items: list, n: int) -> list:
+    """``n`` items spread evenly through ``items`` (all of them when there are no more than ``n``),
+    first and order kept: a quick evaluation of a file sorted by source still sees every source.
+
+    >>> evenly_spaced(list(range(10)), 3)
+    [0, 3, 6]
+    >>> evenly_spaced([1, 2], 5)
+    [1, 2]
+    """
+    if len(items) <= n:
+        return list(items)
+    return [items[k * len(items) // n] for k in range(n)]
+
 def run(cfg: EvalConfig) -> int:
     """Load the model(s), read the files, score, write report.json/.md/.png + meta.json into ``out_dir``."""
     from pretrain.loading import load_model_and_tokenizer
@@ -385,7 +399,7 @@ def run(cfg: EvalConfig) -> int:
     docs_by_file = {}
     for path in cfg.files:
         docs = read_documents(Path(path), cfg.text_field)
-        docs_by_file[str(path)] = docs[: cfg.max_documents_per_file] if cfg.max_documents_per_file else docs
+        docs_by_file[str(path)] = evenly_spaced(docs, cfg.max_documents_per_file) if cfg.max_documents_per_file else docs
     if not any(t.strip() for docs in docs_by_file.values() for t in docs):
         raise UserError(f"empty evaluation set: no non-empty document in {', '.join(map(str, cfg.files))}")
     from pretrain.provenance import recorded_sources, refuse_training_text

@@ -57,7 +57,7 @@ def assemble(base: ModelProto, chars: Iterable[str], words: Iterable[str]) -> Mo
     and distinct (as :func:`candidate_pieces` returns them); SentencePiece refuses duplicates.
 
     >>> m = assemble(base, ["𠮷"], ["中国"])  # doctest: +SKIP
-    >>> m.pieces[-1].piece, m.pieces[-1].score < m.pieces[-2].score
+    >>> m.pieces[-1].piece, m.pieces[-1].score < m.pieces[-2].score  # doctest: +SKIP
     ('中国', True)
     """
     out = copy_model(base)
@@ -115,8 +115,10 @@ def prune_dead(base: ModelProto, chars: list[str], words: list[str]) -> tuple[li
 def tokens_per_char(m: ModelProto, texts: list[str]) -> float:
     """Tokens per character of ``texts`` under ``m`` (lower = more text per context window).
 
-    >>> tokens_per_char(base, ["你好"])  # doctest: +SKIP  ('▁', '你', '好' -> 3 tokens / 2 chars)
+    >>> tokens_per_char(base, ["你好"])  # doctest: +SKIP
     1.5
+
+    (``base`` = Llama-2's model: '▁', '你', '好' -> 3 tokens / 2 chars.)
     """
     chars = sum(map(len, texts))
     if not chars:

@@ -51,7 +51,7 @@ def candidate_pieces(
     pieces, ``char_counts`` (count >= ``min_char_count``) and ``extra_chars``, Chinese only.
 
     >>> c = candidate_pieces(base, zh, {"𠮷": 5})  # doctest: +SKIP
-    >>> "𠮷" in c.chars, all(len(w) > 1 for w in c.words)
+    >>> "𠮷" in c.chars, all(len(w) > 1 for w in c.words)  # doctest: +SKIP
     (True, True)
     """
     base_pieces = {p.piece for p in base.pieces}

@@ -240,8 +240,10 @@ def skip_cpu_shm_allreduce() -> None:
     accelerators have no such op, so this changes nothing there. DeepSpeed caches its op table
     in ``deepspeed.ops`` and documents edits to it as persistent.
 
-    >>> skip_cpu_shm_allreduce(); import deepspeed.ops
-    >>> deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"]
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stdout(io.StringIO()):  # DeepSpeed logs its accelerator on first import
+    ...     skip_cpu_shm_allreduce()
+    >>> import deepspeed.ops; deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"]
     False
     """
     import deepspeed.ops

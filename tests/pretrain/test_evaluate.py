@@ -377,3 +377,18 @@ def test_deepspeed_checkpoint_dir_loads_the_trained_weights(tmp_path, tiny_llama
         assert all(torch.equal(got[k], want[k]) for k in want)
     assert not torch.equal(want["model.layers.0.self_attn.q_proj.weight"], before["model.layers.0.self_attn.q_proj.weight"])
     shutil.rmtree(ckpt)
+
+
+@pytest.mark.parametrize("n_items,n", [(0, 3), (2, 5), (10, 3), (254, 100), (1000, 7), (7, 7)])
+def test_max_documents_samples_evenly_through_the_file(n_items, n):
+    """Invariant: min(n, len) distinct documents in file order, the first included, no gap between
+    picks (or after the last) longer than ceil(len / n): a file sorted by domain keeps every domain."""
+    from pretrain.evaluate import evenly_spaced
+
+    items = list(range(n_items))
+    got = evenly_spaced(items, n)
+    assert len(got) == min(n, n_items) and got == sorted(set(got)) and set(got) <= set(items)
+    if items:
+        assert got[0] == 0
+        gaps = [b - a for a, b in zip(got, got[1:] + [n_items], strict=True)]
+        assert max(gaps) <= -(-n_items // n)

@@ -326,6 +326,31 @@ def test_marginal_gain_stops_where_the_curve_flattens():
     assert choose_by_marginal_gain(curve, 0.0) == 3000
 
 
+def test_marginal_gain_is_not_stopped_by_a_few_pieces_that_miss_a_small_dev_set():
+    """Regression (the demo's 1.9 M-character corpus): the curve's first sizes are 10, 22, 47...
+    pieces; 12 pieces absent from dev made a flat segment and the rule stopped at 32,010 pieces
+    while the next thousand cut tokens/char by 24%. Gains are judged over >= 1,000 pieces."""
+    from vocab.curve import choose_by_marginal_gain
+
+    curve = [{"added_pieces": n, "tokens_per_char": t} for n, t in
+             [(0, 1.469), (10, 1.4689), (22, 1.4689), (47, 1.4686), (102, 1.4388), (1048, 1.1135),
+              (2118, 0.9686), (4236, 0.8545), (6353, 0.7997), (8471, 0.7673), (10589, 0.7475)]]
+    assert choose_by_marginal_gain(curve, 0.002) == 10589
+
+    def window_gain_per_1k(i):
+        a = curve[i]
+        b = next((r for r in curve[i + 1:] if r["added_pieces"] >= a["added_pieces"] + 1000), curve[-1])
+        return (a["tokens_per_char"] - b["tokens_per_char"]) / a["tokens_per_char"] / (b["added_pieces"] - a["added_pieces"]) * 1000
+
+    for threshold in (0.002, 0.01, 0.05, 0.1, 0.2, 0.3):
+        chosen = choose_by_marginal_gain(curve, threshold)
+        k = [r["added_pieces"] for r in curve].index(chosen)
+        assert all(window_gain_per_1k(i) >= threshold for i in range(k))   # every window below it pays
+        assert k == len(curve) - 1 or window_gain_per_1k(k) < threshold    # the next one does not
+    flat_end = curve + [{"added_pieces": 12707, "tokens_per_char": 0.7474}]
+    assert choose_by_marginal_gain(flat_end, 0.002) == 10589
+
+
 def test_tiny_cap_keeps_only_words_whose_characters_are_pieces(base_proto, zh_proto, zh_char_counts):
     from vocab.merge import merge
 
