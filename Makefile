@@ -28,6 +28,9 @@ ARGS ?=
 # (all domains and both scripts, ~1.9 M characters) so it stays a few minutes on 2 cores.
 CORPUS_ARGS ?=
 DEMO_CORPUS_ARGS ?= --max_chars_per_source 80000
+# The demo's chat models are 8.6M-parameter stand-ins after 30 SFT steps: greedy decoding picks '▁'
+# then EOS (every Llama-2 answer ends '▁</s>'), so the demo samples at temperature 1 (seeded).
+DEMO_SAMPLING ?= --generation.do_sample true --generation.temperature 1.0 --generation.top_p 1.0
 # `make pretrain` also runs the standin and init steps: ARGS goes to the train command only, these to the steps.
 STANDIN_ARGS ?=
 INIT_ARGS ?=
@@ -138,16 +141,16 @@ demo: setup ## the whole chain on the default data with a small stand-in model
 	$(MAKE) merge-tokenizer
 	$(MAKE) pretrain TRAIN_ARGS="--max_steps 40 --overwrite"
 	$(MAKE) eval MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin \
-	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english_eval_pydoc.txt" ARGS="--max_documents_per_file 100"
+	  EVAL_FILES="$(ART)/corpus/heldout/heldout.jsonl tests/data/english_eval_pydoc.txt" ARGS="--max_documents_per_file 40"
 	$(MAKE) benchmark MODEL=$(ART)/pretrain/$(RUN)/final BASELINE=$(ART)/standin BENCHMARK_CONFIG=configs/mcq/score_agieval.yaml SUBJECTS="history geography biology" ARGS="--max_questions_per_subject 15 --method both"
 	$(MAKE) sft SFT_ARGS="--overwrite"
 	$(PY) -m sft generate --config configs/sft/generate.yaml --model $(ART)/sft/$(RUN)/final \
 	  --input $(DATA_DIR)/sft/sft_heldout.jsonl --output $(ART)/sft/$(RUN)/generations.jsonl \
-	  --tiers '[A]' --limit 4 --generation.max_new_tokens 48
+	  --tiers '[A]' --limit 4 --generation.max_new_tokens 48 $(DEMO_SAMPLING)
 	$(MAKE) reward ARGS="--overwrite"
 	$(MAKE) dpo ARGS="--overwrite"
 	$(MAKE) rl ARGS="--overwrite"
-	$(MAKE) compare
+	$(MAKE) compare ARGS="$(DEMO_SAMPLING)"
 	@echo "demo done: see $(ART)/tokenizer/report.md, $(ART)/eval/report.md, $(ART)/sft/$(RUN)/generations.jsonl, $(ART)/align/compare/report.md"
 
 test: setup ## the full test suite (CPU, < 15 min on 2 cores)
