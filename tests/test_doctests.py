@@ -22,15 +22,20 @@ def _modules() -> list[str]:
 
 
 MODULES = _modules()
+# Modules whose docstrings must carry examples at all (mcq's data flow is documented by them).
+MUST_HAVE_EXAMPLES = {"mcq.readers", "mcq.data", "mcq.prompt", "mcq.scoring", "mcq.evaluate", "mcq.report", "mcq.cli"}
 
 
 def test_the_walk_finds_every_stage_module():
     """Invariant: each package contributes itself and its modules (a broken walk would pass vacuously)."""
     assert {m.split(".")[0] for m in MODULES} == set(PACKAGES)
     assert {"corpora.readers", "vocab.curve", "pretrain.engine.loop", "sft.chat_format", "align.dpo", "mcq.prompt"} <= set(MODULES)
+    assert MUST_HAVE_EXAMPLES <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS, report=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring example(s) of {module} failed"
+    if module in MUST_HAVE_EXAMPLES:
+        assert result.attempted > 0, f"{module} lost its docstring examples"
