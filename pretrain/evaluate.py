@@ -13,7 +13,7 @@ definition: each document on its own, after BOS, sliding windows for long docume
 each non-empty line of a ``.txt`` file; each record's ``text_field`` of a ``.jsonl`` file.
 
 Pure parts: :func:`parse_txt`, :func:`parse_jsonl`, :func:`summarize`, :func:`evaluate_model`,
-:func:`render_markdown`; only :func:`run` reads and writes files. Example::
+:func:`pretrain.eval_report.render_markdown`; only :func:`run` reads and writes files. Example::
 
     python -m pretrain eval --model artifacts/pretrain/demo/final --baseline artifacts/standin \\
         --files artifacts/corpus/heldout/heldout.jsonl --files tests/data/english.txt --out_dir artifacts/eval
@@ -28,23 +28,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from corpora.shards import iter_jsonl_texts, parse_jsonl_record
+from pretrain.eval_report import compare_table, fmt, render_markdown, render_png
 from pretrain.scoring import LN2, DocScore, score_documents
 from zhllama.cli import UserError
 
 _TEXT_FIELD_HINT = "set --text_field"
-
-#: Report columns: (key, header, format) for the Markdown tables.
-_COLUMNS = (
-    ("documents", "docs", "{:,}"),
-    ("characters", "chars", "{:,}"),
-    ("utf8_bytes", "bytes", "{:,}"),
-    ("tokens", "tokens", "{:,}"),
-    ("tokens_per_char", "tokens/char", "{:.3f}"),
-    ("token_perplexity", "token PPL", "{:.2f}"),
-    ("bits_per_char", "bits/char", "{:.4f}"),
-    ("bits_per_byte", "bits/byte", "{:.4f}"),
-)
-
 
 @dataclass
 class EvalConfig:
@@ -261,90 +249,6 @@ def evaluate_model(
 # Reports
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "n/a" if value is None else spec.format(value)
-
-
-def _rows(result: dict[str, Any]) -> list[tuple[str, dict]]:
-    return [*result["files"].items(), ("**total**", result["total"])]
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    """The Markdown report: settings, one table per model, and the side-by-side table in compare mode."""
-    s = report["settings"]
-    lines = [
-        "# Evaluation: token perplexity, bits per character, bits per byte",
-        "",
-        "Token perplexity depends on the tokenizer (a larger vocabulary has fewer, longer tokens): "
-        "compare models with different tokenizers by **bits/char** or **bits/byte**, which are normalised "
-        "by the text itself. Lower is better.",
-        "",
-        f"Rolling windows of {s['window_tokens']} tokens, stride {s['stride_tokens']}; each document scored "
-        f"on its own after BOS. Device {s['device']}, dtype {s['dtype']}.",
-        "",
-    ]
-    for role, m in report["models"].items():
-        lines += [f"## {role}: `{m['path']}` ({m['kind']}, tokenizer of {m['tokenizer_size']:,} tokens)", ""]
-        lines.append("| file | " + " | ".join(h for _, h, _ in _COLUMNS) + " |")
-        lines.append("|---|" + "---:|" * len(_COLUMNS))
-        for name, row in _rows(m):
-            lines.append(f"| {name} | " + " | ".join(_fmt(row[k], f) for k, _, f in _COLUMNS) + " |")
-        tps = m["tokens_per_second"]
-        lines += ["", f"Scored in {m['seconds']:.1f} s ({_fmt(tps, '{:,.0f}')} tokens/s).", ""]
-    if "baseline" in report["models"]:
-        lines += ["## Side by side", "", compare_table(report), ""]
-    return "\n".join(lines)
-
-
-def compare_table(report: dict[str, Any]) -> str:
-    """Markdown table: per file, model vs baseline tokens/char, token PPL, bits/char, bits/byte."""
-    model, base = report["models"]["model"], report["models"]["baseline"]
-    head = ("| file | tokens/char model | tokens/char baseline | token PPL model | token PPL baseline "
-            "| bits/char model | bits/char baseline | Δ bits/char | bits/byte model | bits/byte baseline |")
-    lines = [head, "|---|" + "---:|" * 9]
-    for (name, a), (_, b) in zip(_rows(model), _rows(base), strict=True):
-        delta = None
-        if a["bits_per_char"] is not None and b["bits_per_char"]:
-            delta = 100.0 * (a["bits_per_char"] / b["bits_per_char"] - 1.0)
-        cells = [
-            _fmt(a["tokens_per_char"], "{:.3f}"), _fmt(b["tokens_per_char"], "{:.3f}"),
-            _fmt(a["token_perplexity"], "{:.2f}"), _fmt(b["token_perplexity"], "{:.2f}"),
-            _fmt(a["bits_per_char"], "{:.4f}"), _fmt(b["bits_per_char"], "{:.4f}"), _fmt(delta, "{:+.1f}%"),
-            _fmt(a["bits_per_byte"], "{:.4f}"), _fmt(b["bits_per_byte"], "{:.4f}"),
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def render_png(report: dict[str, Any]) -> bytes:
-    """Grouped bars of bits/char and bits/byte per file (and total), one bar per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    roles = list(report["models"])
-    names = [n for n, _ in _rows(report["models"][roles[0]])]
-    labels = [Path(n).name if n != "**total**" else "total" for n in names]
-    fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 2.2 * len(names) + 3), 3.6))
-    width = 0.8 / len(roles)
-    for ax, key, title in zip(axes, ("bits_per_char", "bits_per_byte"), ("bits per character", "bits per byte"), strict=True):
-        for j, role in enumerate(roles):
-            values = [row[key] or 0.0 for _, row in _rows(report["models"][role])]
-            xs = [i + (j - (len(roles) - 1) / 2) * width for i in range(len(names))]
-            ax.bar(xs, values, width, label=f"{role}: {Path(report['models'][role]['path']).name}")
-        ax.set_xticks(range(len(names)), labels, rotation=15, fontsize=8)
-        ax.set_title(f"{title} (lower is better)", fontsize=10)
-        ax.legend(fontsize=7)
-    from zhllama.artifacts import figure_png
-
-    return figure_png(fig, dpi=110)
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-
 def resolve_device(device: str, dtype: str) -> tuple[str, str]:
     import torch
 
@@ -444,9 +348,9 @@ def run(cfg: EvalConfig) -> int:
         }
         total = result["total"]
         print(f"{role}: {total['tokens']:,} tokens over {total['documents']:,} documents: "
-              f"token PPL {_fmt(total['token_perplexity'], '{:.2f}')}, "
-              f"bits/char {_fmt(total['bits_per_char'], '{:.4f}')}, bits/byte {_fmt(total['bits_per_byte'], '{:.4f}')} "
-              f"({result['seconds']:.1f} s, {_fmt(result['tokens_per_second'], '{:,.0f}')} tokens/s)")
+              f"token PPL {fmt(total['token_perplexity'], '{:.2f}')}, "
+              f"bits/char {fmt(total['bits_per_char'], '{:.4f}')}, bits/byte {fmt(total['bits_per_byte'], '{:.4f}')} "
+              f"({result['seconds']:.1f} s, {fmt(result['tokens_per_second'], '{:,.0f}')} tokens/s)")
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
