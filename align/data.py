@@ -92,9 +92,7 @@ _FIELDS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
 def save_encoded(path: str | Path, pairs: Sequence[EncodedPair]) -> Path:
     """Write pairs as flat int32 arrays + offsets (``np.savez``, atomically); ids and order kept exactly."""
-    import io
-
-    from zhllama.artifacts import atomic_write_bytes
+    from zhllama.artifacts import atomic_write_npz
 
     arrays: dict[str, np.ndarray] = {}
     for name in _FIELDS:
@@ -103,9 +101,7 @@ def save_encoded(path: str | Path, pairs: Sequence[EncodedPair]) -> Path:
         arrays[name + "_offsets"] = np.cumsum([0] + [len(s) for s in seqs]).astype(np.int64)
     arrays["chars"] = np.array([[p.chosen_chars, p.rejected_chars] for p in pairs], dtype=np.int64).reshape(-1, 2)
     arrays["pair_ids"] = np.array([p.pair_id for p in pairs], dtype=str)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_npz(path, arrays)
     return Path(path)
 
 

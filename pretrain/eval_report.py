@@ -104,7 +104,3 @@ def render_png(report: dict[str, Any]) -> bytes:
     from zhllama.artifacts import figure_png
 
     return figure_png(fig, dpi=110)
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI

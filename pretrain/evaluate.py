@@ -246,7 +246,7 @@ def evaluate_model(
 
 
 # ---------------------------------------------------------------------------------------------
-# Reports
+# CLI
 
 
 def resolve_device(device: str, dtype: str) -> tuple[str, str]:

@@ -179,14 +179,10 @@ def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
 
 def save_tokenized(path: Path, data: SftData) -> str:
     """Write ``data``'s examples and rows to ``path`` (``.npz``, atomically); returns :func:`arrays_sha256`."""
-    import io
-
-    from zhllama.artifacts import atomic_write_bytes
+    from zhllama.artifacts import atomic_write_npz
 
     arrays = tokenized_arrays(data)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_npz(path, arrays)
     return arrays_sha256(arrays)
 
 

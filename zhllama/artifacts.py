@@ -103,6 +103,23 @@ def _zhllama_version() -> str:
     return __version__
 
 
+def atomic_write_npz(path: str | Path, arrays: dict) -> None:
+    """Write ``arrays`` (name -> numpy array) as an uncompressed ``.npz`` at ``path`` atomically.
+
+    >>> import numpy as np, tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.npz"; atomic_write_npz(p, {"x": np.arange(3)})
+    >>> np.load(p)["x"].tolist()
+    [0, 1, 2]
+    """
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file + rename in the same directory."""
     p = Path(path)
