@@ -31,7 +31,7 @@ import collections
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from vocab.proto import NORMAL, SPIECE_UNDERLINE, ModelProto, mergeable_pieces
+from vocab.proto import NORMAL, SPIECE_UNDERLINE, ModelProto
 
 
 @dataclass
@@ -215,13 +215,3 @@ def split_ranked(order: Sequence[str], n: int, words_in_merge_order: Sequence[st
     """
     chosen = set(order[:n])
     return [p for p in order[:n] if len(p) == 1], [w for w in words_in_merge_order if w in chosen]
-
-
-def added_candidate_chars(base: ModelProto, extra: Iterable[str]) -> list[str]:
-    """Characters of ``extra`` that are not base pieces, deduplicated, in order."""
-    have = set(mergeable_pieces(base))
-    out: dict[str, None] = {}
-    for c in extra:
-        if len(c) == 1 and c not in have:
-            out.setdefault(c, None)
-    return list(out)
